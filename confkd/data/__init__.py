@@ -1,0 +1,1 @@
+"""Loading, splitting, leakage filtering and validation of classification datasets."""

