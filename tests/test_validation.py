@@ -185,6 +185,26 @@ def test_leak_flags_each_kind():
     assert f["leak_contained_in_eval"].tolist() == [False, False, True, False, True, False, False]
 
 
+def test_leak_flags_agree_with_the_prepare_filter():
+    """The independent re-implementation flags exactly the lines the prepare stage's filter drops."""
+    from confkd.data.leakage import LeakIndex
+
+    evals = [t for t, _ in DEV + TEST]
+    words = " ".join(evals).split()
+    # every window of 2..12 words of the eval texts, plus windows across text boundaries and clean lines
+    lines = [" ".join(words[i : i + n]) for n in range(2, 13) for i in range(0, len(words) - n, 3)]
+    lines += UNLABELED + [t for t, _ in TRAIN]
+    index = LeakIndex(evals, word_run=8)
+    expected = [index.reason(x) is not None for x in lines]
+    norms = [normalize_text(x) for x in lines]
+    f = leak_flags(norms, [normalize_text(e) for e in evals], word_run=8)
+    eval_norms = {normalize_text(e) for e in evals}
+    got = [bool(f["leak_contains_eval"][i] or f["leak_shared_word_run"][i] or f["leak_contained_in_eval"][i]
+                or norms[i] in eval_norms) for i in range(len(lines))]
+    assert got == expected
+    assert 20 < sum(expected) < len(lines) - 20  # both kinds are well represented
+
+
 # ---------------------------------------------------------------------------- bad inputs
 
 
@@ -276,6 +296,8 @@ def test_unlabeled_line_sharing_an_8_word_run():
     r = assert_fails_critically(report, "transfer", "expect_column_values_to_be_in_set", "leak_shared_word_run", 1)
     assert r["examples"] == [line]
     assert failed(report) == [("transfer", "expect_column_values_to_be_in_set", "leak_shared_word_run", "critical")]
+    assert "leak_shared_word_run) [no unlabeled line shares a run of 8 words with a dev/test text]: " \
+           "1 of 6 rows where origin == 'unlabeled'; examples: ['What a smart" in _message(report)
     # with a longer run required, the same line is clean
     assert run_validation(clean_frames(UNLABELED + [line]), LABELS, ValidateParams(leak_word_run=9))["success"]
 

@@ -250,7 +250,7 @@ def _split_checks(
             "no unlabeled text equal to a dev/test text", needs=needs, example_column="text", condition=cond)
         for flag, desc in (
             ("leak_contains_eval", f"no unlabeled line contains a dev/test text of >= {MIN_LEAK_WORDS} words"),
-            ("leak_shared_word_run", f"no unlabeled line shares a {w}-word run with a dev/test text"),
+            ("leak_shared_word_run", f"no unlabeled line shares a run of {w} words with a dev/test text"),
             ("leak_contained_in_eval", f"no unlabeled line of {MIN_LEAK_WORDS}..{w - 1} words inside a dev/test text"),
         ):
             add(E.ExpectColumnValuesToBeInSet(column=flag, value_set=[False], row_condition=unl), flag, desc,
@@ -407,14 +407,16 @@ def _outcome(r: dict, rows: int | None = None) -> str:
         return "column missing"
     if r.get("unexpected_count") is not None:
         n = r["element_count"] if r.get("element_count") is not None else rows
-        return f"{r['unexpected_count']} of {n} rows"
+        where = f" where {r['condition']}" if r.get("condition") else ""
+        return f"{r['unexpected_count']} of {n} rows{where}"
     return f"observed {r.get('observed_value')!r}"
 
 
 def _line(r: dict, rows: int | None = None) -> str:
     out = f"{r['split']}: {r['expectation']}({r['column']}) [{r['description']}]: {_outcome(r, rows)}"
     if r.get("examples") and r["expectation"] != "expect_column_to_exist":
-        out += f"; examples: {r['examples']!r}"
+        shown = [x[:77] + "..." if isinstance(x, str) and len(x) > 80 else x for x in r["examples"]]
+        out += f"; examples: {shown!r}"
     return out
 
 

@@ -1,0 +1,1 @@
+"""Distillation objectives: loss functions by name and teacher-student layer mapping."""

@@ -1,0 +1,81 @@
+"""``dvc repro`` of prepare -> validate -> teacher in a temporary copy of the repository (tiny config)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def _dvc(args, cwd, check=True):
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=_env(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    for name in ("stages", "confkd", "data"):
+        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "prepared"))
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["runtime"]["num_threads"] = 1
+    params["prepare"]["max_train_examples"] = 200
+    params["prepare"]["transfer"]["unlabeled_size"] = 50
+    params["teacher"].update(model=str(tiny_model_dir), max_steps=8, eval_every_steps=4, checkpoint_every_steps=4,
+                             batch_size=16, learning_rate=1e-3)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _dvc(["init", "--no-scm", "-q"], root)
+    _dvc(["config", "core.analytics", "false"], root)
+    return root
+
+
+def test_dvc_repro_runs_the_three_stages_then_nothing(repo_copy):
+    _dvc(["repro"], repo_copy)
+    metrics = json.loads((repo_copy / "metrics" / "teacher.json").read_text())
+    assert {"accuracy", "macro_f1", "nll", "ece", "train_seconds"} <= set(metrics)
+    assert (repo_copy / "models" / "teacher" / "config.json").exists()
+    assert sorted(p.name for p in (repo_copy / "artifacts" / "teacher" / "logits").iterdir()) == [
+        "dev.npz", "test.npz", "train.npz", "transfer.npz"]
+    validation = json.loads((repo_copy / "reports" / "validation.json").read_text())
+    assert validation["success"] and validation["critical_failures"] == 0
+    lock = yaml.safe_load((repo_copy / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"prepare", "validate", "teacher"}
+
+    t0 = time.perf_counter()
+    proc = _dvc(["repro"], repo_copy)
+    assert "didn't change, skipping" in proc.stdout
+    assert "Running stage" not in proc.stdout
+    assert time.perf_counter() - t0 < 30
+
+
+def test_critical_validation_failure_stops_the_pipeline(repo_copy):
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["validate"]["class_balance"]["min_fraction"] = 0.7  # impossible for a two-class task
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = (repo_copy / "metrics" / "teacher.json").read_text()
+    proc = _dvc(["repro"], repo_copy, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "data validation failed" in out and "expect_column_mean_to_be_between" in out
+    assert "Running stage 'teacher'" not in out
+    assert (repo_copy / "metrics" / "teacher.json").read_text() == before
