@@ -1,4 +1,7 @@
-"""Command line: ``confkd <stage>`` runs one pipeline stage; ``confkd check-params`` validates params."""
+"""Command line: ``confkd <stage>`` runs one pipeline stage; ``confkd check-params`` validates params.
+
+``confkd distill --config NAME`` runs one distillation configuration from params.yaml.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +17,12 @@ log = logging.getLogger("confkd")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from confkd.pipeline import STAGES
+    from confkd.pipeline import PER_CONFIG, STAGES
 
     parser = argparse.ArgumentParser(prog="confkd", description=__doc__)
     parser.add_argument("command", choices=[*STAGES, "check-params"])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--config", help="configuration name, for per-configuration stages such as distill")
     args = parser.parse_args(argv)
     setup_logging()
     try:
@@ -27,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-params":
             print(f"{args.params}: OK")
             return 0
-        STAGES[args.command](params)
+        if args.command in PER_CONFIG:
+            STAGES[args.command](params, args.config)
+        else:
+            STAGES[args.command](params)
     except ConfkdError as err:
         log.error("%s", err)
         return 1

@@ -111,6 +111,138 @@ class TeacherParams(_Strict):
     keep_checkpoints: bool = False
 
 
+class StudentParams(_Strict):
+    """The student: a (smaller) transformer, or the sparse n-gram DAN."""
+
+    kind: Literal["transformer", "dan"] = "transformer"
+    # transformer students
+    init: Literal["teacher_layers", "random"] = "teacher_layers"
+    num_layers: int = Field(3, ge=1)
+    init_scheme: str = "skip"  # which teacher layers to copy (layer-mapping scheme), or "custom"
+    init_layers: Optional[list[int]] = None  # teacher layers (1-based) copied when init_scheme: custom
+    hidden_size: Optional[int] = Field(None, ge=8)  # random init only; None = the teacher's
+    num_heads: Optional[int] = Field(None, ge=1)
+    intermediate_size: Optional[int] = Field(None, ge=8)
+    # DAN students (Ye et al. 2022; paper scale: max_features 1_000_000, embed_dim 1000)
+    max_features: int = Field(200_000, ge=10)
+    embed_dim: int = Field(64, ge=2)
+    hidden_dims: list[int] = Field(default_factory=lambda: [256])
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_ngram: int = Field(4, ge=1, le=6)
+
+
+class LossTerm(_Strict):
+    loss: str
+    weight: float = Field(1.0, ge=0)
+
+
+class MatchParams(_Strict):
+    """An explicit intermediate match (TextBrewer's intermediate_matches)."""
+
+    teacher_layer: int = Field(ge=0)
+    student_layer: int = Field(ge=0)
+    feature: Literal["attention", "hidden", "embedding", "cls"]
+    loss: str
+    weight: float = Field(1.0, ge=0)
+    projection: bool = True
+
+
+class IntermediateParams(_Strict):
+    """Which teacher layer each student layer learns from, and with which losses."""
+
+    scheme: str = "uniform"  # uniform | first | last | skip | custom
+    custom: Optional[list[int]] = None
+    attention: Optional[LossTerm] = None
+    hidden: Optional[LossTerm] = None
+    embedding: Optional[LossTerm] = None
+    cls: Optional[LossTerm] = None
+    matches: list[MatchParams] = Field(default_factory=list)
+
+
+class PhaseParams(_Strict):
+    """One training phase. Method presets expand into phases; ``phases`` spells them out."""
+
+    name: str
+    data: Literal["train", "transfer"] = "train"
+    epochs: int = Field(1, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1)
+    learning_rate: Optional[float] = Field(None, gt=0)
+    prediction_weight: float = Field(0.0, ge=0)  # weight of the soft (teacher) prediction loss
+    hard_weight: float = Field(0.0, ge=0)  # weight of cross-entropy on gold labels
+    intermediate_weight: float = Field(0.0, ge=0)  # weight of the intermediate matches
+    student_layers: Optional[list[int]] = None  # restrict intermediate matches to these student layers
+    select: bool = True  # keep the best dev checkpoint of this phase (else its last weights)
+
+
+class DistillConfig(_Strict):
+    method: Literal["ft_only", "kd_logits", "tinybert", "internal_pid", "internal_sid", "sparse_dan",
+                    "sparse_dan_no_kd", "custom"]
+    student: StudentParams = Field(default_factory=StudentParams)
+    seed: Optional[int] = None  # default: the global seed
+    temperature: float = Field(1.0, gt=0)
+    alpha: float = Field(0.0, ge=0, le=1)  # hard-label share in prediction phases: alpha*CE + (1-alpha)*KD
+    prediction_loss: str = "kl"
+    intermediate: IntermediateParams = Field(default_factory=IntermediateParams)
+    general_distillation: bool = False  # TinyBERT: intermediate-only pass over the transfer set first
+    kd_data: Literal["train", "transfer"] = "transfer"
+    epochs: int = Field(1, ge=1)  # per phase, unless the phase says otherwise
+    max_steps: Optional[int] = Field(None, ge=1)  # per prediction phase
+    intermediate_steps: Optional[int] = Field(None, ge=1)  # per intermediate phase
+    finetune_steps: Optional[int] = Field(None, ge=1)  # sparse_dan: gold-label fine-tuning after KD
+    phases: Optional[list[PhaseParams]] = None
+    max_length: int = Field(64, ge=8)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    sparse_learning_rate: float = Field(1e-2, gt=0)  # DAN embedding table (SparseAdam)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    length_group_factor: int = Field(50, ge=1)
+    eval_every_steps: int = Field(200, ge=1)
+    early_stopping_patience: int = Field(4, ge=1)
+    selection_metric: Literal["accuracy", "agreement", "nll", "sigma"] = "accuracy"
+    checkpoint_every_steps: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DistillConfig":
+        if self.method == "custom" and not self.phases:
+            raise ValueError("method 'custom' needs an explicit 'phases' list")
+        dan = self.method in ("sparse_dan", "sparse_dan_no_kd")
+        if dan != (self.student.kind == "dan"):
+            raise ValueError(f"method '{self.method}' needs student.kind '{'dan' if dan else 'transformer'}'")
+        return self
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class DistillParams(_Strict):
+    """``defaults`` apply to every configuration; each entry of ``configs`` is one DVC matrix stage."""
+
+    defaults: dict = Field(default_factory=dict)
+    configs: dict[str, dict] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _validate_configs(self) -> "DistillParams":
+        for name in self.configs:
+            self.resolve(name)
+        return self
+
+    def resolve(self, name: str) -> DistillConfig:
+        if name not in self.configs:
+            raise ParamsError(f"distill.configs: no configuration named '{name}' (have: {sorted(self.configs)})")
+        merged = _deep_merge(self.defaults, self.configs[name] or {})
+        try:
+            return DistillConfig.model_validate(merged)
+        except ValidationError as err:
+            raise ParamsError(_format_error(err, f"distill.configs.{name}")) from None
+
+
 class Params(_Strict):
     seed: int = 42
     runtime: RuntimeParams = Field(default_factory=RuntimeParams)
@@ -118,6 +250,7 @@ class Params(_Strict):
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     teacher: TeacherParams = Field(default_factory=TeacherParams)
+    distill: DistillParams = Field(default_factory=DistillParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -144,6 +277,8 @@ def parse_params(data: dict, source: str = "params") -> Params:
         return Params.model_validate(data)
     except ValidationError as err:
         raise ParamsError(_format_error(err, source)) from None
+    except ParamsError as err:
+        raise ParamsError(f"{source}: {err}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -39,4 +39,15 @@ def run_teacher(params: Params) -> None:
     train_teacher(params)
 
 
-STAGES = {"prepare": run_prepare, "validate": run_validate, "teacher": run_teacher}
+def run_distill(params: Params, config: str | None = None) -> None:
+    from confkd.distill.trainer import distill
+    from confkd.errors import ParamsError
+
+    if not config:
+        raise ParamsError(f"distill needs --config NAME (configured: {sorted(params.distill.configs)})")
+    distill(params, config)
+
+
+STAGES = {"prepare": run_prepare, "validate": run_validate, "teacher": run_teacher, "distill": run_distill}
+# Stages that run once per named configuration (``--config``).
+PER_CONFIG = {"distill"}

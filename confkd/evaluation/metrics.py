@@ -52,6 +52,26 @@ def ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     return float(total)
 
 
+def confidence(probs: np.ndarray) -> np.ndarray:
+    """Per-example confidence: the probability of the predicted (top) class."""
+    return probs.max(axis=1)
+
+
+def teacher_student_metrics(teacher_logits: np.ndarray, student_logits: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """Agreement and confidence gap between two models on the same inputs.
+
+    ``sigma`` is the standard deviation of d(x) = conf_T(x) - conf_S(x) over the set, the dispersion
+    statistic of the confidence-preservation property (Vengertsev & Sherman 2024).
+    """
+    pt, ps = probabilities(teacher_logits), probabilities(student_logits)
+    gap = confidence(pt) - confidence(ps)
+    return {
+        f"{prefix}agreement": float(np.mean(pt.argmax(1) == ps.argmax(1))),
+        f"{prefix}sigma": float(np.std(gap)),
+        f"{prefix}mean_abs_conf_gap": float(np.mean(np.abs(gap))),
+    }
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, prefix: str = "") -> dict[str, float]:
     probs = probabilities(logits)
     labels = np.asarray(labels)

@@ -43,6 +43,7 @@ class LoopConfig:
     early_stopping_patience: int = 4
     selection_metric: str = "accuracy"
     checkpoint_every_steps: int = 100
+    restore_best: bool = True  # False: keep the last weights (phases whose dev metric is not the goal)
 
     @property
     def higher_is_better(self) -> bool:
@@ -118,15 +119,23 @@ def fit(
     checkpoint_dir: Path | None = None,
     fingerprint: str = "",
     desc: str = "train",
+    optimizers: Sequence[torch.optim.Optimizer] | None = None,
+    clip_parameters: Sequence[torch.nn.Parameter] | None = None,
 ) -> FitResult:
-    """Train ``model`` in place; on return it holds the best weights seen on the held-out split."""
+    """Train ``model`` in place; on return it holds the best weights seen on the held-out split.
+
+    ``optimizers`` defaults to one AdamW over every trainable parameter; each optimiser gets its own
+    warm-up/decay schedule. Gradient clipping applies to ``clip_parameters`` (default: all; sparse
+    embedding gradients cannot be clipped and must be left out).
+    """
     steps_per_epoch = len(batches_for_epoch(0))
     if steps_per_epoch == 0:
         raise ValueError("no training batches: the training set is empty")
     total_steps = cfg.max_steps if cfg.max_steps is not None else steps_per_epoch * cfg.epochs
     epochs_needed = math.ceil(total_steps / steps_per_epoch)
-    optimizer = make_optimizer(model, cfg.learning_rate, cfg.weight_decay)
-    scheduler = linear_warmup_decay(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    optimizers = list(optimizers) if optimizers else [make_optimizer(model, cfg.learning_rate, cfg.weight_decay)]
+    schedulers = [linear_warmup_decay(o, int(cfg.warmup_ratio * total_steps), total_steps) for o in optimizers]
+    clip_parameters = list(clip_parameters) if clip_parameters is not None else [p for p in model.parameters() if p.requires_grad]
     scaler = torch.amp.GradScaler(enabled=precision.needs_grad_scaler)
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": None, "best_step": 0,
@@ -142,8 +151,10 @@ def fit(
             saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
             if saved.get("fingerprint") == fingerprint and best_path.exists():
                 model.load_state_dict(saved["model"])
-                optimizer.load_state_dict(saved["optimizer"])
-                scheduler.load_state_dict(saved["scheduler"])
+                for o, o_state in zip(optimizers, saved["optimizers"]):
+                    o.load_state_dict(o_state)
+                for sch, sch_state in zip(schedulers, saved["schedulers"]):
+                    sch.load_state_dict(sch_state)
                 scaler.load_state_dict(saved["scaler"])
                 state = saved["loop"]
                 _set_rng_state(saved["rng"])
@@ -158,9 +169,9 @@ def fit(
     def checkpoint() -> None:
         if ckpt_path is None:
             return
-        _save({"fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-               "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "loop": state,
-               "rng": _rng_state()}, ckpt_path)
+        _save({"fingerprint": fingerprint, "model": model.state_dict(),
+               "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
+               "scaler": scaler.state_dict(), "loop": state, "rng": _rng_state()}, ckpt_path)
 
     def run_eval() -> bool:
         """Evaluate, track the best weights; returns True when early stopping triggers."""
@@ -199,12 +210,17 @@ def fit(
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at step {state['step']}: {loss.item()}")
             scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            scaler.step(optimizer)
+            for o in optimizers:
+                scaler.unscale_(o)
+            if clip_parameters:
+                torch.nn.utils.clip_grad_norm_(clip_parameters, cfg.max_grad_norm)
+            for o in optimizers:
+                scaler.step(o)
             scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            for sch in schedulers:
+                sch.step()
+            for o in optimizers:
+                o.zero_grad(set_to_none=True)
             state["step"] += 1
             state["batch_in_epoch"] = b + 1
             state["samples_seen"] += batch_size_of(batch)
@@ -228,7 +244,8 @@ def fit(
                 done = True
                 break
     bar.close()
-    model.load_state_dict(best_state)
+    if cfg.restore_best:
+        model.load_state_dict(best_state)
     best = next((h for h in state["history"] if h["step"] == state["best_step"]), {})
     return FitResult(
         best_metrics={k: v for k, v in best.items() if k not in ("step", "epoch")},

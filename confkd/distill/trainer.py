@@ -1,0 +1,366 @@
+"""Run one named distillation configuration: build the student, train its phases, save and score it.
+
+Teacher logits come from the teacher stage's cache; the teacher itself runs (under ``no_grad``) only
+when a phase has intermediate losses, and returns attentions only when a match needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from confkd.config import DistillConfig, Params, PhaseParams
+from confkd.data.prepare import SPLITS
+from confkd.distill.losses import get_loss, hard_ce
+from confkd.distill.mapping import Match, build_matches
+from confkd.distill.methods import expand_phases, intermediate_features
+from confkd.distill.students import DistillationModule, build_transformer_student, hidden_size, num_layers
+from confkd.errors import ModelNotFound
+from confkd.evaluation.metrics import classification_metrics, probabilities, teacher_student_metrics
+from confkd.io import atomic_dir, write_json, write_text
+from confkd.runtime import configure_threads, seed_everything, select_device, select_precision
+from confkd.training.batching import length_grouped_batches, pad_batch, sorted_batches, tokenize
+from confkd.training.loop import FitResult, LoopConfig, fit
+from confkd.training.teacher import load_logits, load_prepared
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillPaths:
+    name: str
+    prepared_dir: Path = Path("data/prepared")
+    teacher_dir: Path = Path("models/teacher")
+    teacher_logits_dir: Path = Path("artifacts/teacher/logits")
+    root: Path = Path(".")
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "models" / "distill" / self.name
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.root / "artifacts" / "distill" / self.name
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics" / "distill" / f"{self.name}.json"
+
+    @property
+    def history_path(self) -> Path:
+        return self.root / "plots" / "distill" / self.name / "history.csv"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoints" / "distill" / self.name
+
+
+@dataclass
+class SplitData:
+    """One split as the trainer sees it: encoded inputs, gold labels (-1 = none), teacher logits."""
+
+    inputs: list  # token ids (transformer) or n-gram ids (DAN) per example
+    labels: torch.Tensor
+    teacher_logits: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+@dataclass
+class PhaseRecord:
+    name: str
+    result: FitResult
+    history: list[dict] = field(default_factory=list)
+
+
+class StudentAdapter:
+    """What differs between transformer and DAN students: encoding, forward, optimisers, saving."""
+
+    needs_features = False
+
+    def encode(self, texts: list[str]) -> list: ...
+    def collate(self, items: list, device) -> dict: ...
+    def forward(self, model, enc: dict, hidden: bool, attentions: bool): ...
+    def optimizers(self, model, lr: float) -> tuple[list, list] | tuple[None, None]:
+        return None, None
+    def save(self, model, directory: Path) -> None: ...
+
+
+class TransformerAdapter(StudentAdapter):
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def encode(self, texts):
+        return tokenize(self.tokenizer, texts, self.max_length)
+
+    def collate(self, items, device):
+        return {k: v.to(device) for k, v in pad_batch(items, self.tokenizer.pad_token_id).items()}
+
+    def forward(self, model, enc, hidden, attentions):
+        return model(**enc, output_hidden_states=hidden, output_attentions=attentions)
+
+    def save(self, model, directory):
+        with atomic_dir(directory) as tmp:
+            model.student.save_pretrained(tmp)  # projections are training-only and not saved
+            self.tokenizer.save_pretrained(tmp)
+
+
+class DANAdapter(StudentAdapter):
+    def __init__(self, dan_student, sparse_lr: float, weight_decay: float):
+        self.dan, self.sparse_lr, self.weight_decay = dan_student, sparse_lr, weight_decay
+
+    def encode(self, texts):
+        out = []
+        for start in range(0, len(texts), 4096):
+            indices, offsets = self.dan.featurizer.transform(texts[start:start + 4096])
+            bounds = offsets.tolist() + [len(indices)]
+            out.extend(indices[bounds[i]:bounds[i + 1]] for i in range(len(offsets)))
+        return out
+
+    def collate(self, items, device):
+        lengths = torch.tensor([len(x) for x in items])
+        offsets = torch.zeros(len(items), dtype=torch.long)
+        offsets[1:] = torch.cumsum(lengths, 0)[:-1]
+        indices = torch.cat(items) if items else torch.zeros(0, dtype=torch.long)
+        return {"indices": indices.to(device), "offsets": offsets.to(device)}
+
+    def forward(self, model, enc, hidden, attentions):
+        return _Logits(model.student(enc["indices"], enc["offsets"]))
+
+    def optimizers(self, model, lr):
+        from confkd.models.dan import make_dan_optimizers
+
+        opts = make_dan_optimizers(model.student, self.sparse_lr, lr, self.weight_decay)
+        return opts, list(model.student.dense_parameters())
+
+    def save(self, model, directory):
+        self.dan.save_pretrained(directory)
+
+
+@dataclass
+class _Logits:
+    logits: torch.Tensor
+
+
+def _feature(out, feature: str, layer: int) -> torch.Tensor:
+    if feature == "attention":
+        return out.attentions[layer - 1]
+    return out.hidden_states[layer]
+
+
+class PhaseLoss:
+    """``step_loss`` for one phase: weighted soft, hard and intermediate terms."""
+
+    def __init__(self, phase: PhaseParams, cfg: DistillConfig, matches: list[tuple[int, Match]], adapter: StudentAdapter,
+                 teacher, device):
+        self.phase, self.cfg, self.matches, self.adapter = phase, cfg, matches, adapter
+        self.teacher, self.device = teacher, device
+        self.prediction = get_loss(cfg.prediction_loss, "prediction") if phase.prediction_weight > 0 else None
+        self.fns = [get_loss(m.loss, m.feature) for _, m in matches]
+        self.need_hidden = any(m.feature != "attention" for _, m in matches)
+        self.need_attn = any(m.feature == "attention" for _, m in matches)
+
+    def __call__(self, model, data: SplitData, idx) -> torch.Tensor:
+        enc = self.adapter.collate([data.inputs[i] for i in idx], self.device)
+        out = self.adapter.forward(model, enc, self.need_hidden, self.need_attn)
+        logits = out.logits.float()
+        loss = logits.new_zeros(())
+        if self.prediction is not None:
+            t_logits = data.teacher_logits[idx].to(self.device)
+            loss = loss + self.phase.prediction_weight * self.prediction(logits, t_logits, self.cfg.temperature)
+        if self.phase.hard_weight > 0:
+            loss = loss + self.phase.hard_weight * hard_ce(logits, data.labels[idx].to(self.device))
+        if self.matches and self.phase.intermediate_weight > 0:
+            with torch.no_grad():
+                t_out = self.teacher(**enc, output_hidden_states=self.need_hidden, output_attentions=self.need_attn)
+            mask = enc["attention_mask"]
+            for (i, m), fn in zip(self.matches, self.fns):
+                s_feat = model.project(i, _feature(out, m.feature, m.student_layer))
+                loss = loss + self.phase.intermediate_weight * m.weight * fn(s_feat, _feature(t_out, m.feature, m.teacher_layer), mask)
+        return loss
+
+
+def _fingerprint(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else p.encode())
+    return h.hexdigest()
+
+
+def distill(params: Params, name: str, paths: DistillPaths | None = None) -> dict:
+    """Train configuration ``name`` of ``params.distill.configs``; returns its flat metrics."""
+    paths = paths or DistillPaths(name)
+    cfg = params.distill.resolve(name)
+    seed = params.seed if cfg.seed is None else cfg.seed
+    seed_everything(seed, params.runtime.deterministic)
+    configure_threads(params.runtime.num_threads)
+    device = select_device(params.runtime.device)
+    precision = select_precision(device, params.runtime.mixed_precision if cfg.student.kind == "transformer" else "no")
+
+    labels, frames = load_prepared(paths.prepared_dir)
+    teacher_logits = {s: load_logits(paths.teacher_logits_dir / f"{s}.npz", frames[s]["id"].tolist()) for s in SPLITS}
+    teacher_acc = float(np.mean(teacher_logits["test"].argmax(1) == frames["test"]["label"].to_numpy()))
+
+    teacher = None
+    if cfg.student.kind == "transformer":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not (paths.teacher_dir / "config.json").exists():
+            raise ModelNotFound(f"{paths.teacher_dir}: teacher model not found (run the teacher stage first)")
+        teacher = AutoModelForSequenceClassification.from_pretrained(paths.teacher_dir)
+        tokenizer = AutoTokenizer.from_pretrained(paths.teacher_dir)
+        student = build_transformer_student(teacher, cfg.student)
+        n_t, n_s = num_layers(teacher), num_layers(student)
+        phases = expand_phases(cfg, n_s)
+        matches: list[Match] = []
+        if any(p.intermediate_weight > 0 for p in phases):
+            inter = cfg.intermediate
+            matches = build_matches(inter.scheme, n_t, n_s, intermediate_features(cfg), custom=inter.custom,
+                                    extra=[m.model_dump() for m in inter.matches])
+        if any(m.feature == "attention" for m in matches):
+            teacher.set_attn_implementation("eager")  # sdpa kernels do not return attention maps
+            student.set_attn_implementation("eager")
+        model = DistillationModule(student, matches, hidden_size(student), hidden_size(teacher)).to(device)
+        teacher = teacher.to(device).eval().requires_grad_(False) if matches else None
+        adapter: StudentAdapter = TransformerAdapter(tokenizer, cfg.max_length)
+    else:
+        from confkd.models.dan import DANConfig, DANStudent
+
+        s = cfg.student
+        dan_cfg = DANConfig(max_features=s.max_features, embed_dim=s.embed_dim, hidden_dims=tuple(s.hidden_dims),
+                            dropout=s.dropout, ngram_range=(1, s.max_ngram))
+        dan = DANStudent.from_texts(frames["transfer"]["text"].tolist(), labels, dan_cfg, seed=seed)
+        log.info("DAN student: %d n-grams x %d dims, %.1fM parameters", dan.featurizer.vocab_size, s.embed_dim,
+                 dan.num_parameters() / 1e6)
+        model = DistillationModule(dan.model, [], 0, 0).to(device)
+        phases, matches = expand_phases(cfg, 0), []
+        adapter = DANAdapter(dan, cfg.sparse_learning_rate, cfg.weight_decay)
+
+    t0 = time.perf_counter()
+    data = {}
+    for split in SPLITS:
+        if split == "transfer" and not any(p.data == "transfer" for p in phases):
+            continue
+        frame = frames[split]
+        data[split] = SplitData(adapter.encode(frame["text"].tolist()),
+                                torch.as_tensor(frame["label"].to_numpy(), dtype=torch.long),
+                                torch.as_tensor(teacher_logits[split]))
+    log.info("encoded %s in %.1fs", {k: len(v) for k, v in data.items()}, time.perf_counter() - t0)
+
+    base_fp = _fingerprint(cfg.model_dump_json(), str(seed), (paths.prepared_dir / "train.jsonl").read_bytes()[:1 << 20],
+                           (paths.teacher_logits_dir / "train.npz").read_bytes()[:1 << 20])
+    records: list[PhaseRecord] = []
+    for i, phase in enumerate(phases):
+        records.append(_run_phase(i, phase, cfg, model, adapter, data, teacher, matches, device, precision, paths,
+                                  _fingerprint(base_fp, str(i)), seed))
+
+    # Final scores on dev and test from the selected weights.
+    student_logits = {s: _predict(model, adapter, data[s], cfg.eval_batch_size, device, precision) for s in ("dev", "test")}
+    metrics = _summarise(student_logits, teacher_logits, frames, teacher_acc, records, model, adapter)
+    adapter.save(model, paths.model_dir)
+    with atomic_dir(paths.artifacts_dir) as tmp:
+        from confkd.training.teacher import save_logits
+
+        for split, logits in student_logits.items():
+            save_logits(tmp / f"{split}.npz", frames[split]["id"].tolist(), logits)
+    write_json(paths.metrics_path, metrics)
+    history = pd.DataFrame([{**h, "phase": r.name} for r in records for h in r.result.history])
+    write_text(paths.history_path, history.to_csv(index=False))
+    shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
+    log.info("%s: test accuracy %.4f (%.1f%% of the teacher), agreement %.4f, sigma %.4f", name, metrics["accuracy"],
+             100 * metrics["retention"], metrics["agreement"], metrics["sigma"])
+    return metrics
+
+
+def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, teacher, matches, device, precision,
+               paths: DistillPaths, fingerprint: str, seed: int) -> PhaseRecord:
+    phase_matches = [(j, m) for j, m in enumerate(matches)
+                     if phase.student_layers is None or m.student_layer in phase.student_layers]
+    if phase.intermediate_weight > 0 and not phase_matches:
+        log.warning("phase %s has intermediate_weight > 0 but no intermediate match applies", phase.name)
+    step_loss = PhaseLoss(phase, cfg, phase_matches if phase.intermediate_weight > 0 else [], adapter, teacher, device)
+    train = data[phase.data]
+    lengths = np.array([len(x) for x in train.inputs])
+    dev = data["dev"]
+    intermediate_only = phase.prediction_weight == 0 and phase.hard_weight == 0
+    selection = "dev_loss" if intermediate_only else f"dev_{cfg.selection_metric}"
+
+    def evaluate(m) -> dict[str, float]:
+        if intermediate_only:
+            with torch.no_grad():
+                batches = sorted_batches(np.array([len(x) for x in dev.inputs]), cfg.eval_batch_size)
+                total = sum(step_loss(m, dev, b).item() * len(b) for b in batches)
+            return {"dev_loss": total / max(1, len(dev))}
+        logits = _predict(m, adapter, dev, cfg.eval_batch_size, device, precision)
+        out = classification_metrics(logits, dev.labels.numpy(), prefix="dev_")
+        out.update(teacher_student_metrics(dev.teacher_logits.numpy(), logits, prefix="dev_"))
+        return out
+
+    optimizers, clip = adapter.optimizers(model, phase.learning_rate or cfg.learning_rate)
+    loop_cfg = LoopConfig(
+        epochs=phase.epochs, max_steps=phase.max_steps, learning_rate=phase.learning_rate or cfg.learning_rate,
+        weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
+        eval_every_steps=cfg.eval_every_steps,
+        early_stopping_patience=cfg.early_stopping_patience if phase.select else 10**9,
+        selection_metric=selection, checkpoint_every_steps=cfg.checkpoint_every_steps, restore_best=phase.select,
+    )
+    log.info("phase %d/%s on %s (%d examples): soft %.2f, hard %.2f, intermediate %.2f x %d matches", i, phase.name,
+             phase.data, len(train), phase.prediction_weight, phase.hard_weight, phase.intermediate_weight,
+             len(step_loss.matches))
+    result = fit(
+        model,
+        batches_for_epoch=lambda e: length_grouped_batches(lengths, cfg.batch_size, seed + i, e, cfg.length_group_factor),
+        step_loss=lambda m, idx: step_loss(m, train, idx),
+        batch_size_of=len, evaluate=evaluate, cfg=loop_cfg, precision=precision,
+        checkpoint_dir=paths.checkpoint_dir / f"phase{i}", fingerprint=fingerprint, desc=f"{paths.name}:{phase.name}",
+        optimizers=optimizers, clip_parameters=clip,
+    )
+    return PhaseRecord(phase.name, result)
+
+
+@torch.inference_mode()
+def _predict(model, adapter: StudentAdapter, data: SplitData, batch_size: int, device, precision) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    out = np.zeros((len(data), data.teacher_logits.shape[1]), dtype=np.float32)
+    for idx in sorted_batches(np.array([len(x) for x in data.inputs]), batch_size):
+        enc = adapter.collate([data.inputs[i] for i in idx], device)
+        with precision.autocast():
+            out[idx] = adapter.forward(model, enc, False, False).logits.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def _summarise(student_logits, teacher_logits, frames, teacher_acc, records: list[PhaseRecord], model, adapter) -> dict:
+    test_labels = frames["test"]["label"].to_numpy()
+    m = classification_metrics(student_logits["test"], test_labels)
+    m.update(teacher_student_metrics(teacher_logits["test"], student_logits["test"]))
+    t_pred = teacher_logits["test"].argmax(1)
+    s_pred = student_logits["test"].argmax(1)
+    wrong = t_pred != test_labels
+    m["agreement_on_teacher_errors"] = float(np.mean(s_pred[wrong] == t_pred[wrong])) if wrong.any() else float("nan")
+    m["teacher_accuracy"] = teacher_acc
+    m["retention"] = m["accuracy"] / teacher_acc if teacher_acc > 0 else float("nan")
+    m.update(classification_metrics(student_logits["dev"], frames["dev"]["label"].to_numpy(), prefix="dev_"))
+    m.update(teacher_student_metrics(teacher_logits["dev"], student_logits["dev"], prefix="dev_"))
+    student = model.student
+    m["parameters"] = int(sum(p.numel() for p in student.parameters()))
+    if hasattr(student, "active_parameters_per_example"):
+        lengths = [len(x) for x in adapter.encode(frames["test"]["text"].tolist())]
+        m["active_parameters_per_example"] = int(np.mean([student.active_parameters_per_example(n) for n in lengths]))
+    m["train_seconds"] = round(sum(r.result.train_seconds for r in records), 2)
+    samples = sum(r.result.samples_seen for r in records)
+    m["train_samples_per_second"] = round(samples / m["train_seconds"], 2) if m["train_seconds"] else 0.0
+    m["steps"] = int(sum(r.result.steps for r in records))
+    m["phases"] = len(records)
+    return m
