@@ -211,6 +211,27 @@ class DistillConfig(_Strict):
         dan = self.method in ("sparse_dan", "sparse_dan_no_kd")
         if dan != (self.student.kind == "dan"):
             raise ValueError(f"method '{self.method}' needs student.kind '{'dan' if dan else 'transformer'}'")
+        # Loss names and schemes are checked here, before any work; layer indices need the teacher's depth
+        # and are checked when the run starts, before training.
+        from confkd.distill.losses import get_loss
+        from confkd.distill.mapping import SCHEMES
+
+        try:
+            get_loss(self.prediction_loss, "prediction")
+            inter = self.intermediate
+            for feature in ("attention", "hidden", "embedding", "cls"):
+                term = getattr(inter, feature)
+                if term is not None:
+                    get_loss(term.loss, feature)
+            for m in inter.matches:
+                get_loss(m.loss, m.feature)
+        except ParamsError as err:
+            raise ValueError(str(err)) from None
+        for where, scheme in (("intermediate.scheme", self.intermediate.scheme), ("student.init_scheme", self.student.init_scheme)):
+            if scheme not in SCHEMES:
+                raise ValueError(f"{where}: unknown layer mapping scheme '{scheme}' (available: {', '.join(SCHEMES)})")
+        if (self.intermediate.scheme == "custom") != (self.intermediate.custom is not None):
+            raise ValueError("intermediate.custom is required with, and only with, intermediate.scheme: custom")
         return self
 
 

@@ -43,6 +43,15 @@ def repo_copy(tmp_path_factory, tiny_model_dir):
     params["prepare"]["transfer"]["unlabeled_size"] = 50
     params["teacher"].update(model=str(tiny_model_dir), max_steps=8, eval_every_steps=4, checkpoint_every_steps=4,
                              batch_size=16, learning_rate=1e-3)
+    params["distill"]["defaults"].update(student={"num_layers": 1}, max_steps=6, intermediate_steps=4,
+                                         eval_every_steps=3, batch_size=16)
+    for cfg in params["distill"]["configs"].values():
+        for key in ("max_steps", "finetune_steps", "intermediate_steps", "eval_every_steps"):
+            cfg.pop(key, None)
+        if cfg.get("student", {}).get("kind") == "dan":
+            cfg["student"]["max_features"] = 2000
+        else:
+            cfg.pop("student", None)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _dvc(["init", "--no-scm", "-q"], root)
     _dvc(["config", "core.analytics", "false"], root)
@@ -50,7 +59,7 @@ def repo_copy(tmp_path_factory, tiny_model_dir):
 
 
 def test_dvc_repro_runs_the_three_stages_then_nothing(repo_copy):
-    _dvc(["repro"], repo_copy)
+    _dvc(["repro", "teacher"], repo_copy)
     metrics = json.loads((repo_copy / "metrics" / "teacher.json").read_text())
     assert {"accuracy", "macro_f1", "nll", "ece", "train_seconds"} <= set(metrics)
     assert (repo_copy / "models" / "teacher" / "config.json").exists()
@@ -62,10 +71,21 @@ def test_dvc_repro_runs_the_three_stages_then_nothing(repo_copy):
     assert set(lock["stages"]) == {"prepare", "validate", "teacher"}
 
     t0 = time.perf_counter()
-    proc = _dvc(["repro"], repo_copy)
+    proc = _dvc(["repro", "teacher"], repo_copy)
     assert "didn't change, skipping" in proc.stdout
     assert "Running stage" not in proc.stdout
     assert time.perf_counter() - t0 < 30
+
+
+def test_dvc_repro_of_one_distillation_matrix_entry(repo_copy):
+    proc = _dvc(["repro", "distill@kd_logits"], repo_copy)
+    assert "Running stage 'distill@kd_logits'" in proc.stdout
+    assert "distill@tinybert" not in proc.stdout  # only the requested entry runs
+    metrics = json.loads((repo_copy / "metrics" / "distill" / "kd_logits.json").read_text())
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and "sigma" in metrics and "agreement" in metrics
+    assert (repo_copy / "models" / "distill" / "kd_logits" / "config.json").exists()
+    shown = _dvc(["metrics", "show", "--json"], repo_copy).stdout
+    assert "metrics/distill/kd_logits.json" in shown
 
 
 def test_critical_validation_failure_stops_the_pipeline(repo_copy):
@@ -73,7 +93,7 @@ def test_critical_validation_failure_stops_the_pipeline(repo_copy):
     params["validate"]["class_balance"]["min_fraction"] = 0.7  # impossible for a two-class task
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     before = (repo_copy / "metrics" / "teacher.json").read_text()
-    proc = _dvc(["repro"], repo_copy, check=False)
+    proc = _dvc(["repro", "teacher"], repo_copy, check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert "data validation failed" in out and "expect_column_mean_to_be_between" in out

@@ -253,7 +253,7 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None) -> dic
             continue
         frame = frames[split]
         data[split] = SplitData(adapter.encode(frame["text"].tolist()),
-                                torch.as_tensor(frame["label"].to_numpy(), dtype=torch.long),
+                                torch.tensor(frame["label"].to_numpy(), dtype=torch.long),
                                 torch.as_tensor(teacher_logits[split]))
     log.info("encoded %s in %.1fs", {k: len(v) for k, v in data.items()}, time.perf_counter() - t0)
 

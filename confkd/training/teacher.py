@@ -91,7 +91,7 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
     train, dev = frames["train"], frames["dev"]
     train_ids = tokenize(tokenizer, train["text"].tolist(), tp.max_length)
     dev_ids = tokenize(tokenizer, dev["text"].tolist(), tp.max_length)
-    train_labels = torch.as_tensor(train["label"].to_numpy(), dtype=torch.long)
+    train_labels = torch.tensor(train["label"].to_numpy(), dtype=torch.long)
     dev_labels = dev["label"].to_numpy()
     lengths = np.array([len(x) for x in train_ids])
 

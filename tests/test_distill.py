@@ -1,0 +1,186 @@
+"""Distillation runs on a tiny teacher: learning, determinism, students, DAN, and bad configurations."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from confkd.config import parse_params
+from confkd.data.prepare import prepare, write_prepared
+from confkd.distill.losses import kl
+from confkd.distill.methods import expand_phases
+from confkd.distill.students import build_transformer_student, num_layers
+from confkd.distill.trainer import DistillPaths, distill
+from confkd.errors import ParamsError
+from confkd.training.teacher import TeacherPaths, load_logits, train_teacher
+
+from .conftest import REPO_ROOT
+
+TINY_DEFAULTS = {"student": {"num_layers": 1}, "max_steps": 24, "intermediate_steps": 8, "eval_every_steps": 8, "batch_size": 8,
+                 "learning_rate": 3e-3, "checkpoint_every_steps": 8}
+
+
+def _params(tiny_model_dir, configs: dict, defaults: dict | None = None):
+    return parse_params({
+        "runtime": {"num_threads": 1},
+        "prepare": {"dev_fraction": 0.25},
+        "teacher": {"model": str(tiny_model_dir), "max_steps": 12, "batch_size": 8, "eval_every_steps": 6,
+                    "learning_rate": 2e-3},
+        "distill": {"defaults": {**TINY_DEFAULTS, **(defaults or {})}, "configs": configs},
+    })
+
+
+@pytest.fixture(scope="module")
+def trained_teacher(tmp_path_factory, tiny_model_dir):
+    """Prepared toy data and a tiny fine-tuned teacher with cached logits, in a scratch root."""
+    from .conftest import NEGATIVE, POSITIVE, make_frame
+    from confkd.data.loaders import TaskData
+
+    root = tmp_path_factory.mktemp("distill")
+    texts = [f"{t} {i}" for i, t in enumerate((POSITIVE + NEGATIVE) * 4)]
+    labels = ([1] * 8 + [0] * 8) * 4
+    task = TaskData("toy", ["negative", "positive"], make_frame(texts, labels),
+                    make_frame(["a great film", "a dull film", "i loved it", "i hated it"], [1, 0, 1, 0], "test"),
+                    None, {"pool": ["what a lovely surprise", "tedious and flat", "a joy", "so boring"]})
+    params = _params(tiny_model_dir, {})
+    paths = TeacherPaths(prepared_dir=root / "data/prepared", model_dir=root / "models/teacher",
+                         logits_dir=root / "artifacts/teacher/logits", metrics_path=root / "metrics/teacher.json",
+                         history_path=root / "plots/teacher.csv", checkpoint_dir=root / "checkpoints/teacher")
+    write_prepared(prepare(params, task), paths.prepared_dir, root / "r.json", root / "m.json")
+    train_teacher(params, paths)
+    return root
+
+
+def _paths(root, name, out=None) -> DistillPaths:
+    out = out or root
+    return DistillPaths(name, prepared_dir=root / "data/prepared", teacher_dir=root / "models/teacher",
+                        teacher_logits_dir=root / "artifacts/teacher/logits", root=out)
+
+
+def test_kd_reduces_the_distillation_loss_of_a_random_student(trained_teacher, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    student_cfg = {"init": "random", "num_layers": 1, "hidden_size": 16, "num_heads": 2, "intermediate_size": 32}
+    params = _params(tiny_model_dir, {"kd": {"method": "kd_logits", "temperature": 2.0, "student": student_cfg}})
+    teacher = AutoModelForSequenceClassification.from_pretrained(trained_teacher / "models/teacher")
+    tokenizer = AutoTokenizer.from_pretrained(trained_teacher / "models/teacher")
+    torch.manual_seed(params.seed)
+    initial = build_transformer_student(teacher, params.distill.resolve("kd").student)
+    metrics = distill(params, "kd", _paths(trained_teacher, "kd", tmp_path))
+    trained = AutoModelForSequenceClassification.from_pretrained(tmp_path / "models/distill/kd")
+    transfer = [json.loads(line)["text"] for line in (trained_teacher / "data/prepared/transfer.jsonl").read_text().splitlines()]
+    t_logits = torch.as_tensor(load_logits(trained_teacher / "artifacts/teacher/logits/transfer.npz"))
+    enc = tokenizer(transfer, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        before = kl(initial.eval()(**enc).logits, t_logits, 2.0).item()
+        after = kl(trained.eval()(**enc).logits, t_logits, 2.0).item()
+    assert after < 0.5 * before
+    assert trained.config.num_hidden_layers == 1 and trained.config.hidden_size == 16
+    for key in ("accuracy", "agreement", "sigma", "retention", "teacher_accuracy", "train_seconds", "parameters"):
+        assert key in metrics
+    saved = json.loads((tmp_path / "metrics/distill/kd.json").read_text())
+    assert saved == pytest.approx(metrics, nan_ok=True)
+    assert load_logits(tmp_path / "artifacts/distill/kd/test.npz").shape == (4, 2)
+
+
+def test_seeded_run_is_reproducible(trained_teacher, tiny_model_dir, tmp_path):
+    params = _params(tiny_model_dir, {"kd": {"method": "kd_logits", "temperature": 2.0, "alpha": 0.5}})
+    a = distill(params, "kd", _paths(trained_teacher, "kd", tmp_path / "a"))
+    b = distill(params, "kd", _paths(trained_teacher, "kd", tmp_path / "b"))
+    drop = {"train_seconds", "train_samples_per_second"}
+    assert {k: v for k, v in a.items() if k not in drop} == pytest.approx({k: v for k, v in b.items() if k not in drop})
+    la = load_logits(tmp_path / "a/artifacts/distill/kd/test.npz")
+    lb = load_logits(tmp_path / "b/artifacts/distill/kd/test.npz")
+    assert np.array_equal(la, lb)
+
+
+def test_tinybert_with_narrower_student_uses_projections_and_drops_them(trained_teacher, tiny_model_dir, tmp_path):
+    student_cfg = {"init": "random", "num_layers": 2, "hidden_size": 16, "num_heads": 2, "intermediate_size": 32}
+    cfg = {"method": "tinybert", "general_distillation": True, "student": student_cfg,
+           "intermediate": {"scheme": "uniform", "embedding": {"loss": "embedding_mse"},
+                            "attention": {"loss": "attention_mse"}, "hidden": {"loss": "hidden_cosine"}}}
+    params = _params(tiny_model_dir, {"tb": cfg})
+    assert [p.name for p in expand_phases(params.distill.resolve("tb"), 2)] == ["general", "intermediate", "prediction"]
+    metrics = distill(params, "tb", _paths(trained_teacher, "tb", tmp_path))
+    assert metrics["phases"] == 3
+    from safetensors.torch import load_file
+
+    weights = load_file(tmp_path / "models/distill/tb/model.safetensors")
+    assert not any("projection" in k for k in weights)  # training-only projections are not saved
+    history = (tmp_path / "plots/distill/tb/history.csv").read_text()
+    assert "dev_loss" in history and "general" in history
+
+
+def test_progressive_and_stacked_schedules():
+    params = parse_params({"distill": {"configs": {
+        "pid": {"method": "internal_pid"}, "sid": {"method": "internal_sid"}}}})
+    pid = expand_phases(params.distill.resolve("pid"), 3)
+    sid = expand_phases(params.distill.resolve("sid"), 3)
+    assert [p.student_layers for p in pid] == [[1], [2], [3], None]
+    assert [p.student_layers for p in sid] == [[1], [1, 2], [1, 2, 3], None]
+    assert pid[-1].prediction_weight == 1.0 and pid[0].intermediate_weight == 1.0 and not pid[0].select
+
+
+def test_student_from_teacher_layers_copies_weights(trained_teacher):
+    from transformers import AutoModelForSequenceClassification
+
+    from confkd.config import StudentParams
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(trained_teacher / "models/teacher")
+    student = build_transformer_student(teacher, StudentParams(num_layers=1, init_scheme="last"))
+    assert num_layers(student) == 1 and num_layers(teacher) == 2
+    assert torch.equal(student.bert.encoder.layer[0].output.dense.weight, teacher.bert.encoder.layer[1].output.dense.weight)
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+    student.bert.encoder.layer[0].output.dense.weight.data.zero_()
+    assert teacher.bert.encoder.layer[1].output.dense.weight.abs().sum() > 0  # the teacher is untouched
+
+
+def test_sparse_dan_kd_then_finetune_saves_a_raw_text_model(trained_teacher, tiny_model_dir, tmp_path):
+    from confkd.models.dan import DANStudent
+
+    dan = {"kind": "dan", "max_features": 500, "embed_dim": 8, "hidden_dims": [16]}
+    params = _params(tiny_model_dir, {"dan": {"method": "sparse_dan", "student": dan, "prediction_loss": "mse_logits",
+                                              "finetune_steps": 8, "learning_rate": 1e-2}})
+    metrics = distill(params, "dan", _paths(trained_teacher, "dan", tmp_path))
+    assert metrics["phases"] == 2 and metrics["active_parameters_per_example"] < metrics["parameters"]
+    student = DANStudent.from_pretrained(tmp_path / "models/distill/dan")
+    test = ["a great film", "a dull film", "i loved it", "i hated it"]
+    np.testing.assert_allclose(student.predict_logits(test), load_logits(tmp_path / "artifacts/distill/dan/test.npz"), atol=1e-6)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"method": "tinybert", "intermediate": {"scheme": "custom", "custom": [5]}}, "5"),
+    ({"method": "tinybert", "intermediate": {"matches": [
+        {"teacher_layer": 9, "student_layer": 1, "feature": "hidden", "loss": "hidden_mse"}]}}, "teacher"),
+    ({"method": "tinybert", "student": {"init": "random", "num_layers": 2, "hidden_size": 16, "num_heads": 2},
+      "intermediate": {"matches": [{"teacher_layer": 1, "student_layer": 1, "feature": "hidden",
+                                    "loss": "hidden_mse", "projection": False}]}}, "needs a projection"),
+    ({"method": "kd_logits", "student": {"num_layers": 3, "init_scheme": "first"}}, "3"),
+])
+def test_bad_configurations_fail_before_training(trained_teacher, tiny_model_dir, tmp_path, config, message):
+    params = _params(tiny_model_dir, {"bad": config})
+    with pytest.raises(ParamsError, match=message):
+        distill(params, "bad", _paths(trained_teacher, "bad", tmp_path))
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"method": "kd_logits", "prediction_loss": "kl_div"}, "unknown loss 'kl_div'"),
+    ({"method": "tinybert", "intermediate": {"attention": {"loss": "hidden_mse"}}}, "cannot be used for feature 'attention'"),
+    ({"method": "sparse_dan"}, "needs student.kind 'dan'"),
+    ({"method": "kd_logits", "temperature": 0}, "temperature"),
+])
+def test_bad_configurations_fail_at_parse_time(config, message):
+    with pytest.raises(ParamsError, match=message):
+        parse_params({"distill": {"configs": {"bad": config}}})
+
+
+def test_repository_configurations_cover_every_method():
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    parsed = parse_params(params)
+    methods = {parsed.distill.resolve(n).method for n in parsed.distill.configs}
+    assert {"ft_only", "kd_logits", "tinybert", "internal_pid", "internal_sid", "sparse_dan", "sparse_dan_no_kd"} <= methods
+    for name in ("ft_only", "kd_logits", "tinybert", "internal_pid", "internal_sid", "sparse_dan", "sparse_dan_no_kd"):
+        assert name in parsed.distill.configs
