@@ -111,6 +111,19 @@ class TeacherParams(_Strict):
     keep_checkpoints: bool = False
 
 
+class AugmentParams(_Strict):
+    """Teacher-labelled augmentation of the transfer set (Tang et al. 2019)."""
+
+    size: int = Field(0, ge=0, description="augmented examples to generate (0 = stage produces none)")
+    sources: list[Literal["train", "unlabeled"]] = Field(default_factory=lambda: ["train", "unlabeled"])
+    min_words: int = Field(3, ge=1)
+    p_mask: float = Field(0.1, ge=0, le=1)
+    p_substitute: float = Field(0.1, ge=0, le=1)
+    p_ngram: float = Field(0.25, ge=0, le=1)
+    ngram_max: int = Field(5, ge=1)
+    batch_size: int = Field(256, ge=1)
+
+
 class StudentParams(_Strict):
     """The student: a (smaller) transformer, or the sparse n-gram DAN."""
 
@@ -185,6 +198,7 @@ class DistillConfig(_Strict):
     intermediate: IntermediateParams = Field(default_factory=IntermediateParams)
     general_distillation: bool = False  # TinyBERT: intermediate-only pass over the transfer set first
     kd_data: Literal["train", "transfer"] = "transfer"
+    augmented_size: int = Field(0, ge=0)  # teacher-labelled augmented examples appended to the transfer set
     epochs: int = Field(1, ge=1)  # per phase, unless the phase says otherwise
     max_steps: Optional[int] = Field(None, ge=1)  # per prediction phase
     intermediate_steps: Optional[int] = Field(None, ge=1)  # per intermediate phase
@@ -271,6 +285,7 @@ class Params(_Strict):
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     teacher: TeacherParams = Field(default_factory=TeacherParams)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
     distill: DistillParams = Field(default_factory=DistillParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

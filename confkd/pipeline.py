@@ -39,6 +39,52 @@ def run_teacher(params: Params) -> None:
     train_teacher(params)
 
 
+AUGMENTED_FILE = Path("data/augmented/augmented.jsonl")
+AUGMENTED_LOGITS = Path("artifacts/augment/logits.npz")
+
+
+def run_augment(params: Params) -> None:
+    """Generate augmented texts from the transfer set and label them with the teacher."""
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    from confkd.data.augment import augment_texts
+    from confkd.data.leakage import LeakIndex
+    from confkd.data.text import normalize_text
+    from confkd.io import write_json, write_jsonl
+    from confkd.training.teacher import label_with_teacher, load_prepared, save_logits
+
+    a = params.augment
+    labels, frames = load_prepared(PREPARED_DIR)
+    transfer = frames["transfer"]
+    source = transfer[transfer["origin"].isin(a.sources)]
+    eval_texts = frames["dev"]["text"].tolist() + frames["test"]["text"].tolist()
+    t0 = time.perf_counter()
+    texts, origin, stats = augment_texts(
+        source["text"].tolist(), a.size, params.seed, p_mask=a.p_mask, p_substitute=a.p_substitute,
+        p_ngram=a.p_ngram, ngram_max=a.ngram_max, min_words=a.min_words,
+        exclude=set(transfer["text"].map(normalize_text)),
+        leak_index=LeakIndex(eval_texts, word_run=params.prepare.transfer.leak_word_run),
+    )
+    gen_seconds = time.perf_counter() - t0
+    frame = pd.DataFrame({"id": [f"aug-{i:07d}" for i in range(len(texts))], "text": texts, "label": -1,
+                          "origin": "augmented", "source_id": source["id"].to_numpy()[origin] if texts else []})
+    t0 = time.perf_counter()
+    logits = (label_with_teacher(params, texts, Path("models/teacher"), a.batch_size) if texts
+              else np.zeros((0, len(labels)), dtype=np.float32))
+    label_seconds = time.perf_counter() - t0
+    write_jsonl(AUGMENTED_FILE, frame)
+    save_logits(AUGMENTED_LOGITS, frame["id"].tolist(), logits)
+    write_json(Path("metrics/augment.json"), {
+        "examples": len(texts), **stats, "generate_seconds": round(gen_seconds, 2),
+        "label_seconds": round(label_seconds, 2),
+        "label_samples_per_second": round(len(texts) / label_seconds, 2) if texts else 0.0,
+    })
+    log.info("augmented %d examples (%s) in %.1fs, teacher-labelled in %.1fs", len(texts), stats, gen_seconds, label_seconds)
+
+
 def run_distill(params: Params, config: str | None = None) -> None:
     from confkd.distill.trainer import distill
     from confkd.errors import ParamsError
@@ -48,6 +94,7 @@ def run_distill(params: Params, config: str | None = None) -> None:
     distill(params, config)
 
 
-STAGES = {"prepare": run_prepare, "validate": run_validate, "teacher": run_teacher, "distill": run_distill}
+STAGES = {"prepare": run_prepare, "validate": run_validate, "teacher": run_teacher, "augment": run_augment,
+          "distill": run_distill}
 # Stages that run once per named configuration (``--config``).
 PER_CONFIG = {"distill"}

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 class DistillPaths:
     name: str
     prepared_dir: Path = Path("data/prepared")
+    augmented_file: Path = Path("data/augmented/augmented.jsonl")
+    augmented_logits: Path = Path("artifacts/augment/logits.npz")
     teacher_dir: Path = Path("models/teacher")
     teacher_logits_dir: Path = Path("artifacts/teacher/logits")
     root: Path = Path(".")
@@ -210,6 +212,9 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None) -> dic
     labels, frames = load_prepared(paths.prepared_dir)
     teacher_logits = {s: load_logits(paths.teacher_logits_dir / f"{s}.npz", frames[s]["id"].tolist()) for s in SPLITS}
     teacher_acc = float(np.mean(teacher_logits["test"].argmax(1) == frames["test"]["label"].to_numpy()))
+    if cfg.augmented_size:
+        frames["transfer"], teacher_logits["transfer"] = _with_augmented(
+            frames["transfer"], teacher_logits["transfer"], cfg.augmented_size, paths)
 
     teacher = None
     if cfg.student.kind == "transformer":
@@ -280,6 +285,22 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None) -> dic
     log.info("%s: test accuracy %.4f (%.1f%% of the teacher), agreement %.4f, sigma %.4f", name, metrics["accuracy"],
              100 * metrics["retention"], metrics["agreement"], metrics["sigma"])
     return metrics
+
+
+def _with_augmented(transfer: pd.DataFrame, logits: np.ndarray, size: int, paths: DistillPaths):
+    """The transfer set plus the first ``size`` teacher-labelled augmented examples."""
+    from confkd.errors import DataError
+    from confkd.io import read_jsonl
+
+    aug = read_jsonl(paths.augmented_file)
+    if len(aug) < size:
+        raise DataError(f"augmented_size {size} but {paths.augmented_file} has only {len(aug)} examples "
+                        f"(raise augment.size and re-run the augment stage)")
+    aug = aug.iloc[:size]
+    aug_logits = load_logits(paths.augmented_logits)[:size]
+    log.info("transfer set: %d rows + %d augmented", len(transfer), size)
+    cols = ["id", "text", "label", "origin"]
+    return pd.concat([transfer[cols], aug[cols]], ignore_index=True), np.concatenate([logits, aug_logits])
 
 
 def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, teacher, matches, device, precision,
