@@ -223,7 +223,7 @@ class DistillConfig(_Strict):
         if self.method == "custom" and not self.phases:
             raise ValueError("method 'custom' needs an explicit 'phases' list")
         dan = self.method in ("sparse_dan", "sparse_dan_no_kd")
-        if dan != (self.student.kind == "dan"):
+        if self.method != "custom" and dan != (self.student.kind == "dan"):
             raise ValueError(f"method '{self.method}' needs student.kind '{'dan' if dan else 'transformer'}'")
         # Loss names and schemes are checked here, before any work; layer indices need the teacher's depth
         # and are checked when the run starts, before training.

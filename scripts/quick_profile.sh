@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole pipeline on a small subset, for a first look: a DVC experiment in a temporary
+# directory (your workspace results are untouched). Compare with `dvc exp show`.
+# Run from the repository root inside the project's environment (source .venv/bin/activate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dvc exp run --temp "$@" \
+  -S prepare.max_train_examples=3000 \
+  -S prepare.transfer.unlabeled_size=1000 \
+  -S teacher.max_steps=150 -S teacher.eval_every_steps=50 \
+  -S augment.size=3000 \
+  -S distill.defaults.max_steps=100 -S distill.defaults.intermediate_steps=30 -S distill.defaults.eval_every_steps=50 \
+  -S distill.configs.internal_pid.intermediate_steps=20 -S distill.configs.internal_sid.intermediate_steps=20 \
+  -S distill.configs.sparse_dan.max_steps=400 -S distill.configs.sparse_dan.finetune_steps=150 \
+  -S distill.configs.sparse_dan.augmented_size=3000 -S distill.configs.sparse_dan.student.max_features=20000 \
+  -S distill.configs.sparse_dan.eval_every_steps=100 \
+  -S distill.configs.sparse_dan_no_kd.max_steps=400 -S distill.configs.sparse_dan_no_kd.student.max_features=20000 \
+  -S distill.configs.sparse_dan_no_kd.eval_every_steps=100
