@@ -272,6 +272,7 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None) -> dic
     # Final scores on dev and test from the selected weights.
     student_logits = {s: _predict(model, adapter, data[s], cfg.eval_batch_size, device, precision) for s in ("dev", "test")}
     metrics = _summarise(student_logits, teacher_logits, frames, teacher_acc, records, model, adapter)
+    metrics["train_kl_to_teacher"] = _final_training_loss(model, adapter, data, cfg, device, precision, seed)
     adapter.save(model, paths.model_dir)
     with atomic_dir(paths.artifacts_dir) as tmp:
         from confkd.training.teacher import save_logits
@@ -347,6 +348,19 @@ def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, 
         optimizers=optimizers, clip_parameters=clip,
     )
     return PhaseRecord(phase.name, result)
+
+
+def _final_training_loss(model, adapter, data, cfg: DistillConfig, device, precision, seed: int, sample: int = 5000) -> float:
+    """Mean KL(teacher || student) at T=1 on a seeded sample of the training data at the end of training.
+
+    This is the "distillation loss reached at the stopping criterion" of the confidence-preservation
+    bound (kappa = sqrt(beta / |X|)); the same T=1 KL for every method keeps students comparable.
+    """
+    split = data.get("transfer") or data["train"]
+    idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:sample])
+    subset = SplitData([split.inputs[i] for i in idx], split.labels[idx], split.teacher_logits[idx])
+    logits = torch.as_tensor(_predict(model, adapter, subset, cfg.eval_batch_size, device, precision))
+    return float(get_loss("kl", "prediction")(logits, subset.teacher_logits.float(), 1.0))
 
 
 @torch.inference_mode()
