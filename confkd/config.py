@@ -249,6 +249,20 @@ class DistillConfig(_Strict):
         return self
 
 
+class EvaluateParams(_Strict):
+    """Confidence-preservation evaluation (Vengertsev & Sherman 2024) and calibration metrics."""
+
+    splits: list[Literal["test", "dev"]] = Field(default_factory=lambda: ["test", "dev"])
+    n_bins: int = Field(15, ge=2)
+    n_resamples: int = Field(1000, ge=0, description="bootstrap resamples for 95% intervals (0 = none)")
+    confidence_measure: Literal["top_prob", "teacher_class", "margin"] = "top_prob"
+    statistic: Literal["std", "mad", "rms"] = "std"
+    # phi_cnf bound: a fixed kappa, or (null) the paper's sqrt(beta/|X|) with beta the student's final
+    # training prediction loss (mean KL(teacher || student) recorded by the distill stage).
+    kappa: Optional[float] = Field(None, gt=0)
+    temperature_scaling: bool = True
+
+
 def _deep_merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for k, v in override.items():
@@ -286,6 +300,7 @@ class Params(_Strict):
     validate_: ValidateParams = Field(default_factory=ValidateParams, alias="validate")
     teacher: TeacherParams = Field(default_factory=TeacherParams)
     augment: AugmentParams = Field(default_factory=AugmentParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     distill: DistillParams = Field(default_factory=DistillParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -94,7 +94,22 @@ def run_distill(params: Params, config: str | None = None) -> None:
     distill(params, config)
 
 
+def run_evaluate(params: Params, config: str | None = None) -> None:
+    from confkd.errors import ParamsError
+    from confkd.evaluation.stage import evaluate_model
+
+    if not config:
+        raise ParamsError("evaluate needs --config NAME ('teacher' or a distillation configuration)")
+    evaluate_model(params, config)
+
+
+def run_report(params: Params) -> None:
+    from confkd.evaluation.summary import write_summary
+
+    write_summary(params)
+
+
 STAGES = {"prepare": run_prepare, "validate": run_validate, "teacher": run_teacher, "augment": run_augment,
-          "distill": run_distill}
+          "distill": run_distill, "evaluate": run_evaluate, "report": run_report}
 # Stages that run once per named configuration (``--config``).
-PER_CONFIG = {"distill"}
+PER_CONFIG = {"distill", "evaluate"}

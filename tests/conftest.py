@@ -62,3 +62,53 @@ def toy_task():
     pool = ["i watched it twice and truly a great and moving film about love indeed",  # contains a test sentence
             "the popcorn was fine", "nothing about this was memorable at all", "a movie i would recommend to friends"]
     return TaskData("toy", ["negative", "positive"], train, test, None, {"pool": pool})
+
+
+TINY_DEFAULTS = {"student": {"num_layers": 1}, "max_steps": 24, "intermediate_steps": 8, "eval_every_steps": 8,
+                 "batch_size": 8, "learning_rate": 3e-3, "checkpoint_every_steps": 8}
+
+
+def tiny_params(tiny_model_dir, configs: dict, defaults: dict | None = None, **sections):
+    """Params for runs on the tiny teacher: small step budgets, one thread."""
+    from confkd.config import parse_params
+
+    return parse_params({
+        "runtime": {"num_threads": 1},
+        "prepare": {"dev_fraction": 0.25},
+        "teacher": {"model": str(tiny_model_dir), "max_steps": 12, "batch_size": 8, "eval_every_steps": 6,
+                    "learning_rate": 2e-3},
+        "distill": {"defaults": {**TINY_DEFAULTS, **(defaults or {})}, "configs": configs},
+        **sections,
+    })
+
+
+def distill_paths(root, name, out=None):
+    from confkd.distill.trainer import DistillPaths
+
+    out = out or root
+    return DistillPaths(name, prepared_dir=root / "data/prepared", teacher_dir=root / "models/teacher",
+                        teacher_logits_dir=root / "artifacts/teacher/logits", root=out)
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(tmp_path_factory, tiny_model_dir):
+    """Prepared toy data and a tiny fine-tuned teacher with cached logits, in a scratch root."""
+    from confkd.data.loaders import TaskData
+    from confkd.data.prepare import prepare, write_prepared
+    from confkd.training.teacher import TeacherPaths, train_teacher
+
+    root = tmp_path_factory.mktemp("distill")
+    texts = [f"{t} {i}" for i, t in enumerate((POSITIVE + NEGATIVE) * 4)]
+    labels = ([1] * 8 + [0] * 8) * 4
+    task = TaskData("toy", ["negative", "positive"], make_frame(texts, labels),
+                    make_frame(["a great film", "a dull film", "i loved it", "i hated it"], [1, 0, 1, 0], "test"),
+                    None, {"pool": ["what a lovely surprise", "tedious and flat", "a joy", "so boring"]})
+    params = tiny_params(tiny_model_dir, {})
+    paths = TeacherPaths(prepared_dir=root / "data/prepared", model_dir=root / "models/teacher",
+                         logits_dir=root / "artifacts/teacher/logits", metrics_path=root / "metrics/teacher.json",
+                         history_path=root / "plots/teacher.csv", checkpoint_dir=root / "checkpoints/teacher")
+    write_prepared(prepare(params, task), paths.prepared_dir, root / "r.json", root / "m.json")
+    train_teacher(params, paths)
+    return root
+
+

@@ -8,55 +8,16 @@ import torch
 import yaml
 
 from confkd.config import parse_params
-from confkd.data.prepare import prepare, write_prepared
 from confkd.distill.losses import kl
 from confkd.distill.methods import expand_phases
 from confkd.distill.students import build_transformer_student, num_layers
-from confkd.distill.trainer import DistillPaths, distill
+from confkd.distill.trainer import distill
 from confkd.errors import ParamsError
-from confkd.training.teacher import TeacherPaths, load_logits, train_teacher
+from confkd.training.teacher import load_logits
 
 from .conftest import REPO_ROOT
-
-TINY_DEFAULTS = {"student": {"num_layers": 1}, "max_steps": 24, "intermediate_steps": 8, "eval_every_steps": 8, "batch_size": 8,
-                 "learning_rate": 3e-3, "checkpoint_every_steps": 8}
-
-
-def _params(tiny_model_dir, configs: dict, defaults: dict | None = None):
-    return parse_params({
-        "runtime": {"num_threads": 1},
-        "prepare": {"dev_fraction": 0.25},
-        "teacher": {"model": str(tiny_model_dir), "max_steps": 12, "batch_size": 8, "eval_every_steps": 6,
-                    "learning_rate": 2e-3},
-        "distill": {"defaults": {**TINY_DEFAULTS, **(defaults or {})}, "configs": configs},
-    })
-
-
-@pytest.fixture(scope="module")
-def trained_teacher(tmp_path_factory, tiny_model_dir):
-    """Prepared toy data and a tiny fine-tuned teacher with cached logits, in a scratch root."""
-    from .conftest import NEGATIVE, POSITIVE, make_frame
-    from confkd.data.loaders import TaskData
-
-    root = tmp_path_factory.mktemp("distill")
-    texts = [f"{t} {i}" for i, t in enumerate((POSITIVE + NEGATIVE) * 4)]
-    labels = ([1] * 8 + [0] * 8) * 4
-    task = TaskData("toy", ["negative", "positive"], make_frame(texts, labels),
-                    make_frame(["a great film", "a dull film", "i loved it", "i hated it"], [1, 0, 1, 0], "test"),
-                    None, {"pool": ["what a lovely surprise", "tedious and flat", "a joy", "so boring"]})
-    params = _params(tiny_model_dir, {})
-    paths = TeacherPaths(prepared_dir=root / "data/prepared", model_dir=root / "models/teacher",
-                         logits_dir=root / "artifacts/teacher/logits", metrics_path=root / "metrics/teacher.json",
-                         history_path=root / "plots/teacher.csv", checkpoint_dir=root / "checkpoints/teacher")
-    write_prepared(prepare(params, task), paths.prepared_dir, root / "r.json", root / "m.json")
-    train_teacher(params, paths)
-    return root
-
-
-def _paths(root, name, out=None) -> DistillPaths:
-    out = out or root
-    return DistillPaths(name, prepared_dir=root / "data/prepared", teacher_dir=root / "models/teacher",
-                        teacher_logits_dir=root / "artifacts/teacher/logits", root=out)
+from .conftest import distill_paths as _paths
+from .conftest import tiny_params as _params
 
 
 def test_kd_reduces_the_distillation_loss_of_a_random_student(trained_teacher, tiny_model_dir, tmp_path):

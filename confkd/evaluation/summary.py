@@ -1,0 +1,94 @@
+"""The ``report`` stage: one comparison table, the teacher and every student."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from confkd.config import Params
+from confkd.errors import DataError
+from confkd.io import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [  # (key, header, format)
+    ("accuracy", "test acc", "{:.4f}"),
+    ("retention", "vs teacher", "{:.1%}"),
+    ("macro_f1", "macro-F1", "{:.4f}"),
+    ("agreement", "agreement", "{:.4f}"),
+    ("ece", "ECE", "{:.4f}"),
+    ("ts_ece", "ECE (TS)", "{:.4f}"),
+    ("sigma", "sigma(X)", "{:.4f}"),
+    ("kappa", "kappa", "{:.4f}"),
+    ("phi_cnf", "phi_cnf", "{}"),
+    ("parameters", "params", "{}"),
+    ("active_parameters", "active params/example", "{}"),
+    ("size_mb", "size on disk", "{:.1f} MB"),
+]
+
+
+def _dir_size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6 if path.exists() else float("nan")
+
+
+def _human(n) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+
+def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
+    models = ["teacher", *params.distill.configs]
+    rows: dict[str, dict] = {}
+    teacher_acc = None
+    for model in models:
+        eval_path = Path("metrics/eval") / f"{model}.json"
+        if not eval_path.exists():
+            raise DataError(f"{eval_path}: not found (run `dvc repro evaluate`)")
+        ev = json.loads(eval_path.read_text())[split]
+        if model == "teacher":
+            info = json.loads(Path("metrics/teacher.json").read_text())
+            model_dir = Path("models/teacher")
+            teacher_acc = ev["accuracy"]
+        else:
+            info = json.loads((Path("metrics/distill") / f"{model}.json").read_text())
+            model_dir = Path("models/distill") / model
+        rows[model] = {
+            **{k: ev.get(k) for k in ("accuracy", "macro_f1", "agreement", "ece", "ts_ece", "sigma", "kappa",
+                                      "accuracy_ci_low", "accuracy_ci_high", "sigma_ci_low", "sigma_ci_high", "aurc")},
+            "phi_cnf": bool(ev.get("phi_cnf")),
+            "retention": ev["accuracy"] / teacher_acc if teacher_acc else None,
+            "parameters": info.get("parameters"),
+            "active_parameters": info.get("active_parameters_per_example", info.get("parameters")),
+            "size_mb": _dir_size_mb(model_dir),
+        }
+    lines = [f"# Teacher vs students ({split} split)", "",
+             "| model | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+             "|---|" + "---|" * len(COLUMNS)]
+    for model, r in rows.items():
+        cells = []
+        for key, _, fmt in COLUMNS:
+            v = r.get(key)
+            if key in ("parameters", "active_parameters"):
+                cells.append(_human(v))
+            elif key == "phi_cnf":
+                cells.append("holds" if v else "**fails**")
+            elif v is None:
+                cells.append("—")
+            else:
+                cells.append(fmt.format(v))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "sigma(X): standard deviation of teacher-minus-student top-class confidence over the split; "
+              "phi_cnf holds when sigma(X) <= kappa = sqrt(final training KL(teacher || student)) "
+              "(Vengertsev & Sherman 2024). ECE: 15 equal-width bins; TS: after temperature scaling fitted on dev."]
+    flat = {f"{model}.{k}": (float(v) if isinstance(v, (int, float, bool)) and v is not None else None)
+            for model, r in rows.items() for k, v in r.items()}
+    return flat, "\n".join(lines) + "\n"
+
+
+def write_summary(params: Params) -> None:
+    flat, md = build_summary(params)
+    write_json(Path("metrics/summary.json"), flat)
+    write_text(Path("reports/summary.md"), md)
+    log.info("wrote reports/summary.md")

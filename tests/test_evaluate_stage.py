@@ -1,0 +1,95 @@
+"""The evaluate and report stages on a tiny teacher and students (saved logits only)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from confkd.distill.trainer import distill
+from confkd.errors import DataError
+from confkd.evaluation.stage import evaluate_model
+from confkd.evaluation.summary import build_summary, write_summary
+
+from .conftest import distill_paths, tiny_params
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_teacher, tiny_model_dir):
+    configs = {"kd": {"method": "kd_logits", "temperature": 2.0},
+               "dan": {"method": "sparse_dan", "student": {"kind": "dan", "max_features": 300, "embed_dim": 8,
+                                                           "hidden_dims": [8]}, "finetune_steps": 8}}
+    params = tiny_params(tiny_model_dir, configs, evaluate={"n_resamples": 200})
+    for name in configs:
+        distill(params, name, distill_paths(trained_teacher, name))
+    return params, trained_teacher
+
+
+def test_evaluate_writes_metrics_predictions_and_plots(evaluated, monkeypatch):
+    params, root = evaluated
+    monkeypatch.chdir(root)
+    result = evaluate_model(params, "kd", out_root=root)
+    saved = json.loads((root / "metrics/eval/kd.json").read_text())
+    assert set(saved) == {"test", "dev"}
+    test = saved["test"]
+    for key in ("accuracy", "macro_f1", "agreement", "ece", "ece_adaptive", "mce", "brier", "nll", "kl_to_teacher",
+                "js_to_teacher", "conf_pearson", "mean_abs_conf_gap", "max_abs_conf_gap", "sigma", "kappa", "phi_cnf",
+                "aurc", "accuracy_ci_low", "accuracy_ci_high", "ts_ece", "temperature"):
+        assert key in test, key
+    assert test["accuracy_ci_low"] <= test["accuracy"] <= test["accuracy_ci_high"]
+    distilled = json.loads((root / "metrics/distill/kd.json").read_text())
+    assert test["kappa"] == pytest.approx(np.sqrt(distilled["train_kl_to_teacher"]))
+    assert test["phi_cnf"] == float(test["sigma"] <= test["kappa"])
+    assert test["accuracy"] == pytest.approx(distilled["accuracy"])  # same logits as the distill stage scored
+    preds = (root / "predictions/kd/test.csv").read_text().splitlines()
+    assert preds[0].startswith("id,label,teacher_pred,student_pred,teacher_conf,student_conf,conf_gap")
+    assert len(preds) == 1 + 4
+    for plot in ("reliability_test.csv", "confidence_test.csv", "risk_coverage_test.csv"):
+        assert (root / "plots/eval/kd" / plot).exists()
+    for fig in ("reliability_test.png", "confidence_test.png", "risk_coverage_test.png"):
+        assert (root / "reports/figures/kd" / fig).read_bytes()[:4] == b"\x89PNG"
+    assert result["kappa_source"] == "sqrt(final training KL)"
+
+
+def test_teacher_against_itself_and_summary(evaluated, monkeypatch):
+    params, root = evaluated
+    monkeypatch.chdir(root)
+    for model in ("teacher", "kd", "dan"):
+        evaluate_model(params, model, out_root=root)
+    teacher = json.loads((root / "metrics/eval/teacher.json").read_text())["test"]
+    assert teacher["agreement"] == 1.0 and teacher["sigma"] == 0.0 and teacher["phi_cnf"] == 1.0
+    flat, md = build_summary(params)
+    assert flat["teacher.retention"] == 1.0
+    assert "| dan |" in md and "| kd |" in md and "| teacher |" in md
+    assert flat["dan.active_parameters"] < flat["dan.parameters"]
+    write_summary(params)
+    assert json.loads((root / "metrics/summary.json").read_text()) == flat
+
+
+def test_missing_student_predictions_are_a_clear_error(evaluated, monkeypatch, tiny_model_dir):
+    params, root = evaluated
+    monkeypatch.chdir(root)
+    more = tiny_params(tiny_model_dir, {"never_ran": {"method": "kd_logits"}})
+    with pytest.raises(DataError, match="never_ran.*listed in params but its predictions are missing"):
+        evaluate_model(more, "never_ran", out_root=root)
+    with pytest.raises(DataError, match="neither 'teacher' nor a configuration"):
+        evaluate_model(params, "nope", out_root=root)
+    assert not (root / "metrics/eval/never_ran.json").exists()
+
+
+def test_corrupted_student_logits_are_rejected(evaluated, monkeypatch, tmp_path):
+    params, root = evaluated
+    monkeypatch.chdir(root)
+    path = root / "artifacts/distill/kd/test.npz"
+    original = path.read_bytes()
+    try:
+        with np.load(path) as d:
+            ids, logits = d["ids"], d["logits"].copy()
+        logits[0, 0] = np.nan
+        with open(path, "wb") as fh:
+            np.savez(fh, ids=ids, logits=logits)
+        before = (root / "metrics/eval/kd.json").read_text()
+        with pytest.raises(DataError, match="(?i)nan|finite"):
+            evaluate_model(params, "kd", out_root=root)
+        assert (root / "metrics/eval/kd.json").read_text() == before  # the earlier result is kept
+    finally:
+        path.write_bytes(original)
