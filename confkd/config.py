@@ -249,6 +249,14 @@ class DistillConfig(_Strict):
         return self
 
 
+class EvalSet(_Strict):
+    """An extra labelled evaluation file (CSV/TSV/JSONL); labels as in task.labels."""
+
+    path: str
+    text_column: str = "text"
+    label_column: str = "label"
+
+
 class EvaluateParams(_Strict):
     """Confidence-preservation evaluation (Vengertsev & Sherman 2024) and calibration metrics."""
 
@@ -261,6 +269,7 @@ class EvaluateParams(_Strict):
     # training prediction loss (mean KL(teacher || student) recorded by the distill stage).
     kappa: Optional[float] = Field(None, gt=0)
     temperature_scaling: bool = True
+    extra_sets: dict[str, EvalSet] = Field(default_factory=dict)  # run the saved models on these files
 
 
 def _deep_merge(base: dict, override: dict) -> dict:

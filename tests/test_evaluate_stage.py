@@ -93,3 +93,36 @@ def test_corrupted_student_logits_are_rejected(evaluated, monkeypatch, tmp_path)
         assert (root / "metrics/eval/kd.json").read_text() == before  # the earlier result is kept
     finally:
         path.write_bytes(original)
+
+
+def test_extra_eval_set_runs_the_saved_models(evaluated, monkeypatch, tmp_path, tiny_model_dir):
+    params, root = evaluated
+    monkeypatch.chdir(root)
+    extra = tmp_path / "extra.tsv"
+    extra.write_text("text\tlabel\nwhat a great film\t1\nboring and dull\t0\nloved it\tpositive\n")
+    more = tiny_params(tiny_model_dir, params.distill.configs,
+                       evaluate={"n_resamples": 50, "extra_sets": {"reviews": {"path": str(extra)}}})
+    result = evaluate_model(more, "dan", out_root=root)
+    assert result["reviews"]["n_examples"] == 3
+    saved = json.loads((root / "metrics/eval/dan.json").read_text())
+    assert set(saved) == {"test", "dev", "reviews"}
+    assert 0.0 <= saved["reviews"]["accuracy"] <= 1.0
+    assert len((root / "predictions/dan/reviews.csv").read_text().splitlines()) == 4
+
+
+def test_inference_api_on_raw_text(evaluated):
+    from confkd.errors import ModelNotFound
+    from confkd.inference import load_predictor
+
+    _, root = evaluated
+    for path in (root / "models/teacher", root / "models/distill/dan", root / "models/distill/kd"):
+        predictor = load_predictor(path)
+        probs = predictor.predict_proba(["a great film", "a dull film", ""])
+        assert probs.shape == (3, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+        assert predictor.predict(["a great film"])[0] in ("negative", "positive")
+        with pytest.raises(DataError, match="not a single string"):
+            predictor.predict_proba("a great film")
+        with pytest.raises(DataError, match="must be strings"):
+            predictor.predict_proba(["ok", 3])
+    with pytest.raises(ModelNotFound, match="config.json missing"):
+        load_predictor(root / "models/nothing-here")

@@ -81,12 +81,36 @@ def evaluate_model(params: Params, model: str, out_root: Path = Path(".")) -> di
             _write_predictions(pred_dir / f"{split}.csv", frames[split], teacher[split], student[split], ep.confidence_measure)
             _write_plot_data(out_root / "plots" / "eval" / model, split, teacher[split], student[split], labels[split],
                              ep.n_bins, ep.confidence_measure)
+        for name, spec in ep.extra_sets.items():
+            result[name] = _evaluate_extra(params, model, name, spec, kappa, temperature, pred_dir)
     write_json(out_root / "metrics" / "eval" / f"{model}.json", {k: v for k, v in result.items() if k != "kappa_source"})
     _write_figures(out_root / "reports" / "figures" / model, model, out_root / "plots" / "eval" / model, ep.splits[0])
     t = result[ep.splits[0]]
     log.info("%s on %s: accuracy %.4f, ECE %.4f, sigma %.4f vs kappa %.4f -> phi_cnf %s", model, ep.splits[0],
              t["accuracy"], t["ece"], t["sigma"], t["kappa"], "holds" if t["phi_cnf"] else "fails")
     return result
+
+
+def _evaluate_extra(params: Params, model: str, name: str, spec, kappa, temperature, pred_dir: Path) -> dict:
+    """Run the saved teacher and student on an extra labelled file and score the student on it."""
+    from confkd.data.loaders import read_table, to_examples
+    from confkd.inference import load_predictor
+
+    if name in ("test", "dev", "train", "transfer"):
+        raise DataError(f"evaluate.extra_sets: '{name}' is a reserved split name")
+    labels = json.loads(Path("data/prepared/labels.json").read_text())["labels"]
+    frame, _ = to_examples(read_table(spec.path), text_column=spec.text_column, label_column=spec.label_column,
+                           labels=labels, split=name, origin=spec.path)
+    texts = frame["text"].tolist()
+    max_length = params.teacher.max_length
+    t_logits = load_predictor("models/teacher", max_length=max_length).predict_logits(texts)
+    s_logits = t_logits if model == TEACHER else load_predictor(Path("models/distill") / model, max_length=max_length).predict_logits(texts)
+    ep = params.evaluate
+    m = evaluate_split(t_logits, s_logits, frame["label"].to_numpy(), n_bins=ep.n_bins, n_resamples=ep.n_resamples,
+                       seed=params.seed, kappa=kappa, measure=ep.confidence_measure, statistic=ep.statistic,
+                       temperature_dev=temperature)
+    _write_predictions(pred_dir / f"{name}.csv", frame, t_logits, s_logits, ep.confidence_measure)
+    return _finite(m)
 
 
 def _write_predictions(path: Path, frame: pd.DataFrame, t_logits, s_logits, measure: str) -> None:

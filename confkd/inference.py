@@ -1,0 +1,92 @@
+"""Load a saved model (teacher, transformer student or sparse DAN) and predict from raw text.
+
+    from confkd.inference import load_predictor
+    predictor = load_predictor("models/distill/sparse_dan")
+    probs = predictor.predict_proba(["a gorgeous, witty film", "a dull mess"])   # [2, num_labels]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from confkd.errors import DataError, ModelNotFound
+from confkd.evaluation.metrics import probabilities
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise DataError("texts must be a list of strings, not a single string")
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise DataError(f"texts must be strings; items {bad[:5]} are {type(texts[bad[0]]).__name__}")
+    return texts
+
+
+class Predictor:
+    """Common interface: ``labels``, ``predict_logits(texts)``, ``predict_proba(texts)``, ``predict(texts)``."""
+
+    labels: list[str]
+
+    def predict_logits(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return probabilities(self.predict_logits(texts)).astype(np.float32)
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts).argmax(1)]
+
+
+class HFPredictor(Predictor):
+    def __init__(self, path: Path, device: str = "cpu", max_length: int = 128, batch_size: int = 64):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        except Exception as err:
+            raise ModelNotFound(f"{path}: could not load the model: {err}") from None
+        cfg = self.model.config
+        self.labels = [cfg.id2label[i] for i in range(cfg.num_labels)]
+        self.device, self.max_length, self.batch_size = device, max_length, batch_size
+
+    def predict_logits(self, texts):
+        from confkd.training.inference import predict_logits
+
+        texts = _check_texts(texts)
+        return predict_logits(self.model, self.tokenizer, texts, max_length=self.max_length,
+                              batch_size=self.batch_size, device=self.device, desc="predict")
+
+
+class DANPredictor(Predictor):
+    def __init__(self, path: Path, device: str = "cpu", batch_size: int = 256):
+        from confkd.models.dan import DANStudent
+
+        self.student = DANStudent.from_pretrained(path, device=device)
+        self.labels = list(self.student.labels)
+        self.batch_size = batch_size
+
+    def predict_logits(self, texts):
+        return self.student.predict_logits(_check_texts(texts), batch_size=self.batch_size)
+
+
+def load_predictor(path: str | Path, device: str = "cpu", max_length: int = 128) -> Predictor:
+    """A predictor for a saved HF classifier folder or a saved DAN student folder."""
+    path = Path(path)
+    config = path / "config.json"
+    if not config.exists():
+        raise ModelNotFound(f"{path}: no model here (config.json missing)")
+    try:
+        fmt = json.loads(config.read_text(encoding="utf-8")).get("format")
+    except json.JSONDecodeError as err:
+        raise ModelNotFound(f"{config}: corrupted ({err})") from None
+    from confkd.models.dan import MODEL_FORMAT
+
+    if fmt == MODEL_FORMAT:
+        return DANPredictor(path, device=device)
+    return HFPredictor(path, device=device, max_length=max_length)
