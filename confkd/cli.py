@@ -1,6 +1,7 @@
 """Command line: ``confkd <stage>`` runs one pipeline stage; ``confkd check-params`` validates params.
 
-``confkd distill --config NAME`` runs one distillation configuration from params.yaml.
+``confkd distill --config NAME`` runs one distillation configuration from params.yaml;
+``confkd predict --model DIR "some text" ...`` (or ``--file texts.txt``) prints class probabilities.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ log = logging.getLogger("confkd")
 def main(argv: list[str] | None = None) -> int:
     from confkd.pipeline import PER_CONFIG, STAGES
 
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["predict"]:
+        return predict_main(argv[1:])
     parser = argparse.ArgumentParser(prog="confkd", description=__doc__)
-    parser.add_argument("command", choices=[*STAGES, "check-params"])
+    parser.add_argument("command", choices=[*STAGES, "check-params", "predict"])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--config", help="configuration name, for per-configuration stages such as distill")
     args = parser.parse_args(argv)
@@ -36,6 +41,41 @@ def main(argv: list[str] | None = None) -> int:
         else:
             STAGES[args.command](params)
     except ConfkdError as err:
+        log.error("%s", err)
+        return 1
+    return 0
+
+
+def predict_main(argv: list[str]) -> int:
+    """Probabilities for raw texts from a saved model, one JSON object per line."""
+    import json
+
+    parser = argparse.ArgumentParser(prog="confkd predict", description="class probabilities for raw texts")
+    parser.add_argument("--model", required=True, help="a saved model folder (teacher, transformer student or DAN)")
+    parser.add_argument("--file", help="read texts from this file, one per line ('-' = stdin)")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("texts", nargs="*")
+    args = parser.parse_args(argv)
+    setup_logging("WARNING")
+    try:
+        from confkd.errors import DataError
+        from confkd.inference import load_predictor
+
+        texts = list(args.texts)
+        if args.file:
+            stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+            with stream:
+                texts += [line.rstrip("\n") for line in stream if line.strip()]
+        if not texts:
+            raise DataError("no texts given (pass them as arguments or with --file)")
+        predictor = load_predictor(args.model, max_length=args.max_length)
+        for text, probs in zip(texts, predictor.predict_proba(texts)):
+            print(json.dumps({"text": text, "label": predictor.labels[int(probs.argmax())],
+                              "probabilities": {l: round(float(p), 6) for l, p in zip(predictor.labels, probs)}}))
+    except ConfkdError as err:
+        log.error("%s", err)
+        return 1
+    except OSError as err:
         log.error("%s", err)
         return 1
     return 0

@@ -126,3 +126,15 @@ def test_inference_api_on_raw_text(evaluated):
             predictor.predict_proba(["ok", 3])
     with pytest.raises(ModelNotFound, match="config.json missing"):
         load_predictor(root / "models/nothing-here")
+
+
+def test_predict_cli(evaluated, capsys, tmp_path):
+    from confkd.cli import main
+
+    _, root = evaluated
+    assert main(["predict", "--model", str(root / "models/distill/dan"), "a great film", "a dull film"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["text"] for line in lines] == ["a great film", "a dull film"]
+    assert abs(sum(lines[0]["probabilities"].values()) - 1) < 1e-4
+    assert main(["predict", "--model", str(tmp_path / "missing")]) == 1
+    assert main(["predict", "--model", str(root / "models/teacher")]) == 1  # no texts
