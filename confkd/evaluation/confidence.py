@@ -228,12 +228,9 @@ def prediction_loss_beta(teacher_logits: Any, student_logits: Any, temperature: 
     student equals the teacher (soft cross-entropy adds the teacher's entropy, which cannot shrink with
     training); TinyBERT itself optimises the soft cross-entropy (use ``loss="soft_ce"`` for that reading).
     """
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        raise ParamsError(f"temperature must be a number, got {temperature!r}") from None
-    if not np.isfinite(t) or t <= 0:
-        raise ParamsError(f"temperature must be a finite number > 0, got {temperature!r}")
+    from confkd.evaluation.temperature import _check_t
+
+    t = _check_t(temperature)
     if loss not in PREDICTION_LOSSES:
         raise ParamsError(f"loss must be one of {PREDICTION_LOSSES}, got {loss!r}")
     zt, zs = _check_logits_pair(teacher_logits, student_logits)
