@@ -145,3 +145,33 @@ def test_repository_configurations_cover_every_method():
     assert {"ft_only", "kd_logits", "tinybert", "internal_pid", "internal_sid", "sparse_dan", "sparse_dan_no_kd"} <= methods
     for name in ("ft_only", "kd_logits", "tinybert", "internal_pid", "internal_sid", "sparse_dan", "sparse_dan_no_kd"):
         assert name in parsed.distill.configs
+
+
+def test_interrupted_distillation_resumes_to_the_same_result(trained_teacher, tiny_model_dir, tmp_path, monkeypatch):
+    """A crash in the second phase; the rerun skips the finished phase and ends with identical logits."""
+    from confkd.distill import trainer
+
+    cfg = {"tb": {"method": "tinybert", "intermediate": {"scheme": "uniform"}, "checkpoint_every_steps": 4}}
+    params = _params(tiny_model_dir, cfg)
+    reference = distill(params, "tb", _paths(trained_teacher, "tb", tmp_path / "ref"))
+
+    original = trainer.PhaseLoss.__call__
+    calls = {"n": 0}
+
+    def crashing(self, model, data, idx):
+        if self.phase.name == "prediction" and model.training:
+            calls["n"] += 1
+            if calls["n"] == 11:
+                raise KeyboardInterrupt("simulated crash")
+        return original(self, model, data, idx)
+
+    monkeypatch.setattr(trainer.PhaseLoss, "__call__", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        distill(params, "tb", _paths(trained_teacher, "tb", tmp_path / "run"))
+    assert (tmp_path / "run/checkpoints/distill/tb/phase1/last.pt").exists()
+    monkeypatch.setattr(trainer.PhaseLoss, "__call__", original)
+    resumed = distill(params, "tb", _paths(trained_teacher, "tb", tmp_path / "run"))
+    np.testing.assert_array_equal(load_logits(tmp_path / "ref/artifacts/distill/tb/test.npz"),
+                                  load_logits(tmp_path / "run/artifacts/distill/tb/test.npz"))
+    assert resumed["accuracy"] == reference["accuracy"] and resumed["steps"] == reference["steps"]
+    assert not (tmp_path / "run/checkpoints/distill/tb").exists()  # removed after success
