@@ -13,26 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-
-
-def dvc(*args: str) -> tuple[float, str]:
-    env = dict(os.environ, DVC_NO_ANALYTICS="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"dvc {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return seconds, proc.stdout
+from _common import RESULTS, ROOT, dvc, machine
 
 
 def main() -> None:
@@ -70,7 +52,7 @@ def main() -> None:
     seconds, stdout = dvc("repro", "teacher")
     results["noop_repro_seconds"] = round(seconds, 2)
     results["noop_repro_ran_stages"] = stdout.count("Running stage")
-    results["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    results["machine"] = machine()
     RESULTS.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(results, indent=2) + "\n")
     targets = [
