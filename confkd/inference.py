@@ -44,13 +44,10 @@ class Predictor:
 
 class HFPredictor(Predictor):
     def __init__(self, path: Path, device: str = "cpu", max_length: int = 128, batch_size: int = 64):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from confkd.models.hf import load_saved_classifier
 
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
-        except Exception as err:
-            raise ModelNotFound(f"{path}: could not load the model: {err}") from None
+        model, self.tokenizer = load_saved_classifier(path)
+        self.model = model.to(device).eval()
         cfg = self.model.config
         self.labels = [cfg.id2label[i] for i in range(cfg.num_labels)]
         self.device, self.max_length, self.batch_size = device, max_length, batch_size

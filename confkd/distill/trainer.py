@@ -24,13 +24,14 @@ from confkd.distill.losses import get_loss, hard_ce
 from confkd.distill.mapping import Match, build_matches
 from confkd.distill.methods import expand_phases, intermediate_features
 from confkd.distill.students import DistillationModule, build_transformer_student, hidden_size, num_layers
-from confkd.errors import ModelNotFound
+from confkd.errors import DataError
 from confkd.evaluation.metrics import classification_metrics, probabilities, teacher_student_metrics
-from confkd.io import atomic_dir, write_json, write_text
+from confkd.io import atomic_dir, read_jsonl, write_json, write_text
+from confkd.models.hf import load_saved_classifier
 from confkd.runtime import configure_threads, seed_everything, select_device, select_precision
 from confkd.training.batching import length_grouped_batches, pad_batch, sorted_batches, tokenize
 from confkd.training.loop import FitResult, LoopConfig, fit
-from confkd.training.teacher import load_logits, load_prepared
+from confkd.training.teacher import load_logits, load_prepared, save_logits
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +219,7 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None) -> dic
 
     teacher = None
     if cfg.student.kind == "transformer":
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        if not (paths.teacher_dir / "config.json").exists():
-            raise ModelNotFound(f"{paths.teacher_dir}: teacher model not found (run the teacher stage first)")
-        teacher = AutoModelForSequenceClassification.from_pretrained(paths.teacher_dir)
-        tokenizer = AutoTokenizer.from_pretrained(paths.teacher_dir)
+        teacher, tokenizer = load_saved_classifier(paths.teacher_dir, " (run the teacher stage first)")
         student = build_transformer_student(teacher, cfg.student)
         n_t, n_s = num_layers(teacher), num_layers(student)
         phases = expand_phases(cfg, n_s)
@@ -275,8 +271,6 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None) -> dic
     metrics["train_kl_to_teacher"] = _final_training_loss(model, adapter, data, cfg, device, precision, seed)
     adapter.save(model, paths.model_dir)
     with atomic_dir(paths.artifacts_dir) as tmp:
-        from confkd.training.teacher import save_logits
-
         for split, logits in student_logits.items():
             save_logits(tmp / f"{split}.npz", frames[split]["id"].tolist(), logits)
     write_json(paths.metrics_path, metrics)
@@ -290,9 +284,6 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None) -> dic
 
 def _with_augmented(transfer: pd.DataFrame, logits: np.ndarray, size: int, paths: DistillPaths):
     """The transfer set plus the first ``size`` teacher-labelled augmented examples."""
-    from confkd.errors import DataError
-    from confkd.io import read_jsonl
-
     aug = read_jsonl(paths.augmented_file)
     if len(aug) < size:
         raise DataError(f"augmented_size {size} but {paths.augmented_file} has only {len(aug)} examples "

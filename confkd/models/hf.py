@@ -66,5 +66,18 @@ def load_classifier(name: str, labels: list[str]):
     return model
 
 
+def load_saved_classifier(path, missing_hint: str = ""):
+    """``(model, tokenizer)`` from a folder written by ``save_pretrained`` (a trained teacher or student)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise ModelNotFound(f"{path}: no saved model here (config.json missing){missing_hint}")
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    except Exception as err:
+        raise ModelNotFound(f"{path}: could not load the model: {err}") from None
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -175,19 +175,14 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
 
 def label_with_teacher(params: Params, texts: list[str], teacher_dir: Path, batch_size: int, desc: str = "teacher labels") -> np.ndarray:
     """Teacher logits for new texts (augmentation, extra unlabeled pools), with the saved teacher."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from confkd.models.hf import load_saved_classifier
 
-    from confkd.errors import ModelNotFound
-
-    if not (Path(teacher_dir) / "config.json").exists():
-        raise ModelNotFound(f"{teacher_dir}: teacher model not found (run the teacher stage first)")
+    model, tokenizer = load_saved_classifier(teacher_dir, " (run the teacher stage first)")
     configure_threads(params.runtime.num_threads)
     device = select_device(params.runtime.device)
     precision = select_precision(device, params.runtime.mixed_precision)
-    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    return predict_logits(model, tokenizer, texts, max_length=params.teacher.max_length, batch_size=batch_size,
-                          device=device, precision=precision, desc=desc)
+    return predict_logits(model.to(device), tokenizer, texts, max_length=params.teacher.max_length,
+                          batch_size=batch_size, device=device, precision=precision, desc=desc)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
