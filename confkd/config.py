@@ -198,6 +198,7 @@ class DistillConfig(_Strict):
     intermediate: IntermediateParams = Field(default_factory=IntermediateParams)
     general_distillation: bool = False  # TinyBERT: intermediate-only pass over the transfer set first
     kd_data: Literal["train", "transfer"] = "transfer"
+    max_train_examples: Optional[int] = Field(None, ge=1)  # seeded subsample of every phase's data (reduced budget)
     augmented_size: int = Field(0, ge=0)  # teacher-labelled augmented examples appended to the transfer set
     epochs: int = Field(1, ge=1)  # per phase, unless the phase says otherwise
     max_steps: Optional[int] = Field(None, ge=1)  # per prediction phase
@@ -301,6 +302,99 @@ class DistillParams(_Strict):
             raise ParamsError(_format_error(err, f"distill.configs.{name}")) from None
 
 
+class SearchDim(_Strict):
+    """One dimension of the tuning search space; the key is a dotted path into a distill configuration."""
+
+    type: Literal["float", "int", "categorical"]
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[list] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchDim":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical dimension needs a non-empty 'choices' list")
+        elif self.low is None or self.high is None or self.low > self.high:
+            raise ValueError(f"{self.type} dimension needs low <= high")
+        elif self.log and self.low <= 0:
+            raise ValueError("log-scaled dimension needs low > 0")
+        return self
+
+
+class PrunerParams(_Strict):
+    """Stops hopeless trials from the dev metric reported at every evaluation step."""
+
+    kind: Literal["none", "median", "percentile", "threshold", "successive_halving", "hyperband"] = "median"
+    metric: str = "dev_accuracy"  # the intermediate value the pruner compares
+    n_startup_trials: int = Field(3, ge=0)
+    n_warmup_steps: int = Field(100, ge=0)
+    percentile: float = Field(50.0, gt=0, lt=100)
+    lower: Optional[float] = None  # threshold pruner
+    upper: Optional[float] = None
+
+
+class SingleObjective(_Strict):
+    """Single-objective mode: optimise ``metric`` subject to ``constraint_metric <= constraint_max``."""
+
+    metric: str = "dev_accuracy"
+    constraint_metric: Optional[str] = "dev_sigma"
+    constraint_max: Optional[float] = 0.10
+
+
+class TuneParams(_Strict):
+    """Optuna study over one distillation configuration, guided by confidence preservation."""
+
+    base: Optional[str] = None  # the distill configuration whose hyperparameters are tuned
+    name: str = "tuned"  # the configuration the tuned parameters become (distilled, evaluated, reported)
+    study_name: Optional[str] = None  # default: derived from base, objectives, space and budget
+    storage: str = "sqlite:///tune/optuna.db"  # any SQLAlchemy URL, e.g. postgresql://user@host/db
+    objective: Literal["multi", "single"] = "multi"
+    metrics: list[str] = Field(default_factory=lambda: ["dev_accuracy", "dev_sigma"])  # multi-objective
+    single: SingleObjective = Field(default_factory=SingleObjective)
+    kappa: float = Field(0.10, gt=0)  # sigma target used to pick the tuned trial from the Pareto front
+    sampler: Literal["tpe", "random", "nsga2", "grid"] = "tpe"
+    n_startup_trials: int = Field(6, ge=0)  # random trials before TPE models the space
+    n_trials: int = Field(16, ge=1)
+    timeout_minutes: Optional[float] = Field(28.0, gt=0)
+    heartbeat_seconds: int = Field(30, ge=1)  # a trial silent for 2x this is failed (killed worker) and retried
+    budget: dict = Field(default_factory=dict)  # distill-config overrides for every trial (reduced budget)
+    space: dict[str, SearchDim] = Field(default_factory=dict)
+    pruner: PrunerParams = Field(default_factory=PrunerParams)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TuneParams":
+        if self.objective == "multi" and len(self.metrics) < 2:
+            raise ValueError("objective 'multi' needs at least two metrics")
+        if self.objective == "multi" and self.pruner.kind in ("successive_halving", "hyperband"):
+            raise ValueError(f"pruner '{self.pruner.kind}' works only with objective 'single'")
+        if self.sampler == "grid" and any(d.type != "categorical" for d in self.space.values()):
+            raise ValueError("sampler 'grid' needs categorical dimensions only")
+        return self
+
+
+class ExportLatency(_Strict):
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
+    warmup: int = Field(5, ge=0)
+    repeats: int = Field(30, ge=1)
+    num_threads: int = Field(2, ge=1)  # the same for PyTorch and ONNX Runtime
+
+
+class ExportParams(_Strict):
+    """ONNX export (fp32 + int8 dynamic quantisation), parity checks and latency of the chosen models."""
+
+    models: list[str] = Field(default_factory=lambda: ["teacher"])  # teacher and/or distill configuration names
+    opset: int = Field(17, ge=13)
+    quantize: bool = True
+    max_length: int = Field(64, ge=8)
+    parity_split: Literal["test", "dev"] = "test"
+    max_abs_diff: float = Field(1e-4, gt=0)  # fp32 ONNX vs PyTorch logits
+    min_int8_agreement: float = Field(0.99, ge=0, le=1)  # int8 vs fp32 argmax
+    latency: ExportLatency = Field(default_factory=ExportLatency)
+
+
 class Params(_Strict):
     seed: int = 42
     runtime: RuntimeParams = Field(default_factory=RuntimeParams)
@@ -311,8 +405,22 @@ class Params(_Strict):
     augment: AugmentParams = Field(default_factory=AugmentParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     distill: DistillParams = Field(default_factory=DistillParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
+    export: ExportParams = Field(default_factory=ExportParams)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> "Params":
+        if self.tune.base is not None and self.tune.base not in self.distill.configs:
+            raise ValueError(f"tune.base: no distill configuration named '{self.tune.base}'")
+        if self.tune.name in self.distill.configs:
+            raise ValueError(f"tune.name: '{self.tune.name}' is already a distill configuration; pick another name")
+        known = {"teacher", self.tune.name, *self.distill.configs}
+        unknown = [m for m in self.export.models if m not in known]
+        if unknown:
+            raise ValueError(f"export.models: unknown model(s) {unknown} (known: {sorted(known)})")
+        return self
 
 
 def _format_error(err: ValidationError, source: str) -> str:

@@ -91,7 +91,28 @@ def run_distill(params: Params, config: str | None = None) -> None:
 
     if not config:
         raise ParamsError(f"distill needs --config NAME (configured: {sorted(params.distill.configs)})")
-    distill(params, config)
+    distill(_with_tuned(params, config), config)
+
+
+def _with_tuned(params: Params, config: str) -> Params:
+    """``params`` plus the tuned configuration, when ``config`` names it (written by the tune stage)."""
+    if config != params.tune.name or config in params.distill.configs:
+        return params
+    from confkd.tuning.results import with_tuned_config
+
+    return with_tuned_config(params)
+
+
+def run_tune(params: Params) -> None:
+    from confkd.tuning.study import run_study
+
+    run_study(params)
+
+
+def run_export(params: Params) -> None:
+    from confkd.export.stage import export_models
+
+    export_models(_with_tuned(params, params.tune.name) if params.tune.name in params.export.models else params)
 
 
 def run_evaluate(params: Params, config: str | None = None) -> None:
@@ -100,7 +121,7 @@ def run_evaluate(params: Params, config: str | None = None) -> None:
 
     if not config:
         raise ParamsError("evaluate needs --config NAME ('teacher' or a distillation configuration)")
-    evaluate_model(params, config)
+    evaluate_model(_with_tuned(params, config), config)
 
 
 def run_report(params: Params) -> None:
@@ -110,6 +131,7 @@ def run_report(params: Params) -> None:
 
 
 STAGES = {"prepare": run_prepare, "validate": run_validate, "teacher": run_teacher, "augment": run_augment,
-          "distill": run_distill, "evaluate": run_evaluate, "report": run_report}
+          "distill": run_distill, "evaluate": run_evaluate, "tune": run_tune, "report": run_report,
+          "export": run_export}
 # Stages that run once per named configuration (``--config``).
 PER_CONFIG = {"distill", "evaluate"}

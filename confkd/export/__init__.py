@@ -1,0 +1,1 @@
+"""ONNX export, parity checks, ONNX Runtime inference and latency measurement."""

@@ -1,0 +1,1 @@
+"""Confidence-guided hyperparameter tuning with Optuna."""
