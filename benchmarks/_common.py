@@ -39,7 +39,7 @@ def run_config(name: str, overrides: dict, scratch: Path, base: str | None = Non
     params = load_params(ROOT / "params.yaml")
     raw = params.model_dump(by_alias=True)
     cfg = copy.deepcopy(raw["distill"]["configs"][base or name])
-    raw["distill"]["configs"] = {name: _deep_merge(cfg, overrides)}
+    raw["distill"]["configs"][name] = _deep_merge(cfg, overrides)
     from confkd.config import parse_params
 
     params = parse_params(raw)

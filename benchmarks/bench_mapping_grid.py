@@ -63,6 +63,13 @@ def main() -> None:
             return m["dev_accuracy"]
 
         done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        finished_cells = {tuple(t.params.values()) for t in study.trials if t.state.is_finished()
+                          and t.state != optuna.trial.TrialState.FAIL}
+        retry = {tuple(t.params.items()) for t in study.trials if t.state == optuna.trial.TrialState.FAIL
+                 and tuple(t.params.values()) not in finished_cells}
+        waiting = {tuple(t.params.items()) for t in study.trials if t.state == optuna.trial.TrialState.WAITING}
+        for params in retry - waiting:  # a failed cell (e.g. an interrupted run) is run again
+            study.enqueue_trial(dict(params))
         n_cells = len(SCHEMES) * len(RATIOS)
         if done < n_cells:
             study.optimize(objective, n_trials=n_cells - done)

@@ -370,6 +370,9 @@ class TuneParams(_Strict):
             raise ValueError("objective 'multi' needs at least two metrics")
         if self.objective == "multi" and self.pruner.kind in ("successive_halving", "hyperband"):
             raise ValueError(f"pruner '{self.pruner.kind}' works only with objective 'single'")
+        if self.objective == "single" and self.pruner.kind != "none" and self.pruner.metric != self.single.metric:
+            raise ValueError(f"pruner.metric '{self.pruner.metric}' must be the objective single.metric "
+                             f"'{self.single.metric}' in single-objective mode")
         if self.sampler == "grid" and any(d.type != "categorical" for d in self.space.values()):
             raise ValueError("sampler 'grid' needs categorical dimensions only")
         return self
@@ -414,8 +417,6 @@ class Params(_Strict):
     def _check_names(self) -> "Params":
         if self.tune.base is not None and self.tune.base not in self.distill.configs:
             raise ValueError(f"tune.base: no distill configuration named '{self.tune.base}'")
-        if self.tune.name in self.distill.configs:
-            raise ValueError(f"tune.name: '{self.tune.name}' is already a distill configuration; pick another name")
         known = {"teacher", self.tune.name, *self.distill.configs}
         unknown = [m for m in self.export.models if m not in known]
         if unknown:

@@ -200,8 +200,13 @@ def _fingerprint(*parts: str | bytes) -> str:
     return h.hexdigest()
 
 
-def distill(params: Params, name: str, paths: DistillPaths | None = None) -> dict:
-    """Train configuration ``name`` of ``params.distill.configs``; returns its flat metrics."""
+def distill(params: Params, name: str, paths: DistillPaths | None = None,
+            on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> dict:
+    """Train configuration ``name`` of ``params.distill.configs``; returns its flat metrics.
+
+    ``on_evaluate(step, dev_metrics)`` is called at every dev evaluation of the phases that predict
+    labels, with ``step`` counted across those phases (hyperparameter search prunes there).
+    """
     paths = paths or DistillPaths(name)
     cfg = params.distill.resolve(name)
     seed = params.seed if cfg.seed is None else cfg.seed
@@ -253,17 +258,27 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None) -> dic
         if split == "transfer" and not any(p.data == "transfer" for p in phases):
             continue
         frame = frames[split]
+        logits = teacher_logits[split]
+        if cfg.max_train_examples and split in ("train", "transfer") and len(frame) > cfg.max_train_examples:
+            keep = np.sort(np.random.default_rng(seed).permutation(len(frame))[:cfg.max_train_examples])
+            frame, logits = frame.iloc[keep], logits[keep]
         data[split] = SplitData(adapter.encode(frame["text"].tolist()),
                                 torch.tensor(frame["label"].to_numpy(), dtype=torch.long),
-                                torch.as_tensor(teacher_logits[split]))
+                                torch.as_tensor(logits))
     log.info("encoded %s in %.1fs", {k: len(v) for k, v in data.items()}, time.perf_counter() - t0)
 
     base_fp = _fingerprint(cfg.model_dump_json(), str(seed), (paths.prepared_dir / "train.jsonl").read_bytes()[:1 << 20],
                            (paths.teacher_logits_dir / "train.npz").read_bytes()[:1 << 20])
     records: list[PhaseRecord] = []
+    steps_before = 0  # steps of the label-predicting phases so far, so reported steps keep increasing
     for i, phase in enumerate(phases):
+        report = None
+        if on_evaluate is not None and (phase.prediction_weight > 0 or phase.hard_weight > 0):
+            report = (lambda offset: lambda step, m: on_evaluate(offset + step, m))(steps_before)
         records.append(_run_phase(i, phase, cfg, model, adapter, data, teacher, matches, device, precision, paths,
-                                  _fingerprint(base_fp, str(i)), seed))
+                                  _fingerprint(base_fp, str(i)), seed, report))
+        if report is not None:
+            steps_before += records[-1].result.steps
 
     # Final scores on dev and test from the selected weights.
     student_logits = {s: _predict(model, adapter, data[s], cfg.eval_batch_size, device, precision) for s in ("dev", "test")}
@@ -296,7 +311,7 @@ def _with_augmented(transfer: pd.DataFrame, logits: np.ndarray, size: int, paths
 
 
 def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, teacher, matches, device, precision,
-               paths: DistillPaths, fingerprint: str, seed: int) -> PhaseRecord:
+               paths: DistillPaths, fingerprint: str, seed: int, on_evaluate=None) -> PhaseRecord:
     phase_matches = [(j, m) for j, m in enumerate(matches)
                      if phase.student_layers is None or m.student_layer in phase.student_layers]
     if phase.intermediate_weight > 0 and not phase_matches:
@@ -336,7 +351,7 @@ def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, 
         step_loss=lambda m, idx: step_loss(m, train, idx),
         batch_size_of=len, evaluate=evaluate, cfg=loop_cfg, precision=precision,
         checkpoint_dir=paths.checkpoint_dir / f"phase{i}", fingerprint=fingerprint, desc=f"{paths.name}:{phase.name}",
-        optimizers=optimizers, clip_parameters=clip,
+        optimizers=optimizers, clip_parameters=clip, on_evaluate=on_evaluate,
     )
     return PhaseRecord(phase.name, result)
 

@@ -121,12 +121,14 @@ def fit(
     desc: str = "train",
     optimizers: Sequence[torch.optim.Optimizer] | None = None,
     clip_parameters: Sequence[torch.nn.Parameter] | None = None,
+    on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the best weights seen on the held-out split.
 
     ``optimizers`` defaults to one AdamW over every trainable parameter; each optimiser gets its own
     warm-up/decay schedule. Gradient clipping applies to ``clip_parameters`` (default: all; sparse
-    embedding gradients cannot be clipped and must be left out).
+    embedding gradients cannot be clipped and must be left out). ``on_evaluate(step, metrics)`` is
+    called after every evaluation (hyperparameter search reports there; it may raise to stop the run).
     """
     steps_per_epoch = len(batches_for_epoch(0))
     if steps_per_epoch == 0:
@@ -195,6 +197,8 @@ def fit(
             state["bad_evals"] += 1
         log.info("step %d: %s%s", state["step"], ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
                  " (best)" if better else "")
+        if on_evaluate is not None:
+            on_evaluate(state["step"], metrics)
         return state["bad_evals"] >= cfg.early_stopping_patience
 
     model.train()

@@ -1,0 +1,207 @@
+"""The ``tune`` stage: an Optuna study over one distillation configuration, guided by confidence preservation.
+
+Each trial trains configuration ``tune.base`` with the trial's hyperparameters (``tune.space``, dotted
+keys into the configuration) at the reduced budget ``tune.budget``, and returns dev metrics only (the
+test split is never used to choose). The study lives in ``tune.storage`` (SQLite by default, any
+SQLAlchemy URL for shared studies); trials send heartbeats, so a trial whose process was killed is
+marked failed and re-queued with the same parameters, and only complete or pruned trials count
+towards ``tune.n_trials``: an interrupted study resumes without losing or double-counting a trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from confkd.config import Params, TuneParams, _deep_merge, parse_params
+from confkd.errors import ParamsError
+from confkd.tuning.pruning import Reporter, direction_of, finished, make_pruner
+from confkd.tuning.space import grid, nest, suggest
+
+log = logging.getLogger(__name__)
+
+RECORDED = ("train_seconds", "steps", "train_kl_to_teacher")  # besides every dev_* metric
+
+
+@dataclass
+class TunePaths:
+    root: Path = Path(".")
+
+    @property
+    def work_dir(self) -> Path:
+        return self.root / "tune" / "work"
+
+    @property
+    def best_params(self) -> Path:
+        return self.root / "tune" / "best_params.yaml"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports" / "tune"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics" / "tune.json"
+
+    @property
+    def plot(self) -> Path:
+        return self.root / "plots" / "tune" / "trials.csv"
+
+
+def objectives(tp: TuneParams) -> list[tuple[str, str]]:
+    """(metric, direction) per objective."""
+    names = tp.metrics if tp.objective == "multi" else [tp.single.metric]
+    return [(m, direction_of(m)) for m in names]
+
+
+def default_study_name(params: Params) -> str:
+    """Base name + a hash of everything that defines the study, so a changed setup starts a new study."""
+    tp = params.tune
+    spec = {"base": params.distill.resolve(tp.base).model_dump(mode="json"), "seed": params.seed,
+            **tp.model_dump(mode="json", include={"objective", "metrics", "single", "sampler", "budget", "space",
+                                                  "pruner", "n_startup_trials"})}
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{tp.base}-{tp.objective}-{digest}"
+
+
+def storage_url(url: str, root: Path) -> str:
+    """Relative SQLite paths are taken from ``root`` (the repository), and their folder is created."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        path = root / url[len(prefix):]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(path)
+    return url
+
+
+def open_study(params: Params, root: Path = Path("."), storage: str | None = None,
+               study_name: str | None = None) -> optuna.Study:
+    tp = params.tune
+    url = storage_url(storage or tp.storage, root)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable in practice
+            rdb = RDBStorage(url, heartbeat_interval=tp.heartbeat_seconds, grace_period=2 * tp.heartbeat_seconds,
+                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+    except Exception as err:  # sqlalchemy raises many kinds for bad URLs / unreachable servers
+        raise ParamsError(f"tune.storage: cannot open '{url}': {err}") from None
+    directions = [d for _, d in objectives(tp)]
+    return optuna.create_study(study_name=study_name or tp.study_name or default_study_name(params), storage=rdb,
+                               sampler=_sampler(tp, params.seed), directions=directions, load_if_exists=True)
+
+
+def _sampler(tp: TuneParams, seed: int) -> optuna.samplers.BaseSampler:
+    constraints = None
+    if tp.objective == "single" and tp.single.constraint_metric and tp.single.constraint_max is not None:
+        constraints = _constraint_values
+    if tp.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=tp.n_startup_trials, multivariate=True,
+                                          constraints_func=constraints)
+    if tp.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+    if tp.sampler == "grid":
+        return optuna.samplers.GridSampler(grid(tp.space), seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return [trial.user_attrs.get("constraint", 0.0)]
+
+
+def trial_params(params: Params, name: str, values: dict) -> Params:
+    """``params`` with configuration ``name`` = base configuration + budget + the trial's values."""
+    tp = params.tune
+    raw = params.model_dump(by_alias=True, mode="json")
+    config = _deep_merge(_deep_merge(copy.deepcopy(raw["distill"]["configs"][tp.base]), tp.budget), nest(values))
+    raw["distill"]["configs"][name] = config
+    return parse_params(raw, source="tune")
+
+
+def _check_space(params: Params) -> None:
+    """Fail before any training when a dimension does not fit the configuration (e.g. a typo in a key)."""
+    tp = params.tune
+    if tp.base is None:
+        raise ParamsError("tune.base: name the distill configuration to tune")
+    if tp.name in params.distill.configs:
+        raise ParamsError(f"tune.name: '{tp.name}' is already a distill configuration; pick another name")
+    if not tp.space:
+        raise ParamsError("tune.space: empty search space")
+    for key, dim in tp.space.items():
+        for value in (dim.choices if dim.type == "categorical" else [dim.low, dim.high]):
+            value = int(value) if dim.type == "int" else value
+            try:
+                trial_params(params, "_check", {key: value})
+            except ParamsError as err:
+                raise ParamsError(f"tune.space.{key} = {value!r} does not fit configuration '{tp.base}':\n{err}") from None
+
+
+def run_study(params: Params, paths: TunePaths | None = None, n_trials: int | None = None,
+              storage: str | None = None) -> dict:
+    """Run (or resume) the study until ``n_trials`` trials have finished or the timeout; write its outputs."""
+    from confkd.distill.trainer import DistillPaths, distill
+    from confkd.tuning.results import write_outputs
+
+    paths = paths or TunePaths()
+    tp = params.tune
+    _check_space(params)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(params, paths.root, storage)
+    target = n_trials or tp.n_trials
+    names = [m for m, _ in objectives(tp)]
+    multi = tp.objective == "multi"
+    pruner = make_pruner(tp.pruner)
+    if not multi:
+        study.pruner = pruner  # Trial.should_prune asks the study's pruner
+    data = dict(prepared_dir=paths.root / "data/prepared", teacher_dir=paths.root / "models/teacher",
+                teacher_logits_dir=paths.root / "artifacts/teacher/logits",
+                augmented_file=paths.root / "data/augmented/augmented.jsonl",
+                augmented_logits=paths.root / "artifacts/augment/logits.npz")
+
+    def objective(trial: optuna.Trial):
+        values = suggest(trial, tp.space)
+        name = f"trial{trial.number:04d}"
+        reporter = Reporter(trial, pruner, tp.pruner.metric, multi)
+        t0 = time.perf_counter()
+        try:
+            metrics = distill(trial_params(params, name, values), name,
+                              DistillPaths(name, root=paths.work_dir / name, **data), on_evaluate=reporter)
+        finally:
+            shutil.rmtree(paths.work_dir / name, ignore_errors=True)
+            trial.set_user_attr("wall_seconds", round(time.perf_counter() - t0, 2))
+            trial.set_user_attr("steps_run", reporter.last_step)
+        for key, value in metrics.items():
+            if key.startswith("dev_") or key in RECORDED:
+                trial.set_user_attr(key, value)
+        missing = [m for m in names if m not in metrics]
+        if missing:
+            raise ParamsError(f"tune objective metric(s) {missing} not produced (available: "
+                              f"{sorted(k for k in metrics if k.startswith('dev_'))})")
+        if not multi and tp.single.constraint_metric and tp.single.constraint_max is not None:
+            trial.set_user_attr("constraint", float(metrics[tp.single.constraint_metric] - tp.single.constraint_max))
+        log.info("trial %d: %s -> %s", trial.number, values, {m: round(metrics[m], 4) for m in names})
+        return tuple(metrics[m] for m in names) if multi else metrics[names[0]]
+
+    done = len(finished(study))
+    log.info("study '%s' in %s: %d/%d trials finished", study.study_name, tp.storage if storage is None else storage,
+             done, target)
+    t0 = time.perf_counter()
+    if done < target:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        study.optimize(objective, n_trials=target - done, timeout=tp.timeout_minutes * 60 if tp.timeout_minutes else None,
+                       callbacks=[MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))],
+                       catch=(FloatingPointError,))
+    return write_outputs(study, params, paths, wall_seconds=time.perf_counter() - t0)
