@@ -1,7 +1,8 @@
 """Command line: ``confkd <stage>`` runs one pipeline stage; ``confkd check-params`` validates params.
 
 ``confkd distill --config NAME`` runs one distillation configuration from params.yaml;
-``confkd predict --model DIR "some text" ...`` (or ``--file texts.txt``) prints class probabilities.
+``confkd predict --model DIR "some text" ...`` (or ``--file texts.txt``) prints class probabilities;
+DIR may be a saved model folder or an exported one (``models/export/<name>``, run with ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -51,9 +52,15 @@ def predict_main(argv: list[str]) -> int:
     import json
 
     parser = argparse.ArgumentParser(prog="confkd predict", description="class probabilities for raw texts")
-    parser.add_argument("--model", required=True, help="a saved model folder (teacher, transformer student or DAN)")
+    parser.add_argument("--model", required=True,
+                        help="a saved model folder (teacher, transformer student or DAN) or an exported one (models/export/NAME)")
     parser.add_argument("--file", help="read texts from this file, one per line ('-' = stdin)")
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="truncate longer texts (tokens; default: the export's setting, or 128 for saved folders)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                        help="exported folders only: which ONNX graph to run (auto = int8 when exported, else fp32)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="exported folders only: ONNX Runtime intra-op threads (default: all cores)")
     parser.add_argument("texts", nargs="*")
     args = parser.parse_args(argv)
     setup_logging("WARNING")
@@ -68,7 +75,8 @@ def predict_main(argv: list[str]) -> int:
                 texts += [line.rstrip("\n") for line in stream if line.strip()]
         if not texts:
             raise DataError("no texts given (pass them as arguments or with --file)")
-        predictor = load_predictor(args.model, max_length=args.max_length)
+        predictor = load_predictor(args.model, max_length=args.max_length, precision=args.precision,
+                                   num_threads=args.threads)
         for text, probs in zip(texts, predictor.predict_proba(texts)):
             print(json.dumps({"text": text, "label": predictor.labels[int(probs.argmax())],
                               "probabilities": {l: round(float(p), 6) for l, p in zip(predictor.labels, probs)}}))

@@ -3,6 +3,10 @@
     from confkd.inference import load_predictor
     predictor = load_predictor("models/distill/sparse_dan")
     probs = predictor.predict_proba(["a gorgeous, witty film", "a dull mess"])   # [2, num_labels]
+
+A folder written by the export stage (``models/export/<name>``, recognised by its ``export.json``)
+gives an ONNX Runtime predictor with the same interface; see :mod:`confkd.export.predictor` for its
+``precision`` (``auto`` = int8 when exported, else fp32) and ``num_threads`` options.
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ from confkd.evaluation.metrics import probabilities
 def _check_texts(texts) -> list[str]:
     if isinstance(texts, str):
         raise DataError("texts must be a list of strings, not a single string")
-    texts = list(texts)
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise DataError(f"texts must be a list of strings, not {type(texts).__name__}") from None
+    if not texts:
+        raise DataError("texts is empty: give at least one text")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise DataError(f"texts must be strings; items {bad[:5]} are {type(texts[bad[0]]).__name__}")
@@ -72,12 +81,26 @@ class DANPredictor(Predictor):
         return self.student.predict_logits(_check_texts(texts), batch_size=self.batch_size)
 
 
-def load_predictor(path: str | Path, device: str = "cpu", max_length: int = 128) -> Predictor:
-    """A predictor for a saved HF classifier folder or a saved DAN student folder."""
+def load_predictor(path: str | Path, device: str = "cpu", max_length: int | None = None,
+                   precision: str = "auto", num_threads: int | None = None) -> Predictor:
+    """A predictor for a saved HF classifier folder, a saved DAN student folder or an exported folder.
+
+    ``max_length`` defaults to 128 for saved HF folders and to the export's own setting for exported
+    ones. ``precision`` and ``num_threads`` (ONNX Runtime intra-op threads; None = all cores) apply
+    to exported folders only; PyTorch threads are the process-wide ``torch.set_num_threads``.
+    """
+    from confkd.export.manifest import MANIFEST_FILE, is_export_dir
+
     path = Path(path)
+    if is_export_dir(path):
+        from confkd.export.predictor import OnnxPredictor
+
+        return OnnxPredictor(path, precision=precision, num_threads=num_threads, max_length=max_length)
     config = path / "config.json"
     if not config.exists():
-        raise ModelNotFound(f"{path}: no model here (config.json missing)")
+        if not path.is_dir():
+            raise ModelNotFound(f"{path}: no model here (the folder does not exist; config.json missing)")
+        raise ModelNotFound(f"{path}: no model here (config.json missing, and no {MANIFEST_FILE} of an ONNX export)")
     try:
         fmt = json.loads(config.read_text(encoding="utf-8")).get("format")
     except json.JSONDecodeError as err:
@@ -86,4 +109,4 @@ def load_predictor(path: str | Path, device: str = "cpu", max_length: int = 128)
 
     if fmt == MODEL_FORMAT:
         return DANPredictor(path, device=device)
-    return HFPredictor(path, device=device, max_length=max_length)
+    return HFPredictor(path, device=device, max_length=max_length or 128)

@@ -1,0 +1,86 @@
+"""Raw text -> numpy graph inputs, for exported models.
+
+The same encoders feed the ONNX graphs at export time (tracing), in parity checks and at inference,
+so what was verified is what runs.
+
+* :class:`HFTextEncoder` -- the saved tokenizer, dynamic padding to the longest text of the batch,
+  truncation at ``max_length``; inputs ``input_ids`` and ``attention_mask`` (int64, [B, T]).
+  ``token_type_ids`` are left out: single-sentence inputs use segment 0 everywhere, which is the
+  model's default.
+* :class:`DANTextEncoder` -- the saved n-gram featurizer (``NgramFeaturizer.transform``, the same
+  prefix-pruned dict look-up the PyTorch student uses), with each text's bag laid out as one row of a
+  padded id matrix: ``ngram_ids`` (int64, [B, L]) and ``ngram_mask`` (float32, [B, L], 1 for a real
+  n-gram). ``L`` is the longest bag in the batch (at least 1, so a batch of texts without any known
+  n-gram still has a valid shape). A padded matrix plus Gather and a masked mean runs in a handful of
+  fast ONNX Runtime kernels, where ONNX's export of ``EmbeddingBag`` is a per-bag loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from confkd.errors import ModelNotFound
+
+
+class HFTextEncoder:
+    """Tokenise a batch of texts for a BERT-style sequence classifier graph."""
+
+    input_names = ("input_ids", "attention_mask")
+
+    def __init__(self, tokenizer, max_length: int):
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, max_length: int) -> "HFTextEncoder":
+        """Load the tokenizer files saved next to an exported graph."""
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        except Exception as err:  # transformers raises OSError, ValueError, ... for broken folders
+            raise ModelNotFound(f"could not load the tokenizer in '{directory}': {err}") from None
+        return cls(tokenizer, max_length)
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
+                             return_token_type_ids=False, return_tensors="np")
+        return {"input_ids": enc["input_ids"].astype(np.int64, copy=False),
+                "attention_mask": enc["attention_mask"].astype(np.int64, copy=False)}
+
+
+class DANTextEncoder:
+    """Featurise a batch of texts into a padded n-gram id matrix for the DAN graph."""
+
+    input_names = ("ngram_ids", "ngram_mask")
+
+    def __init__(self, featurizer):
+        self.featurizer = featurizer
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "DANTextEncoder":
+        from confkd.models.dan import NgramFeaturizer
+
+        return cls(NgramFeaturizer.load(path))  # raises ModelNotFound naming the file
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        indices, offsets = self.featurizer.transform(texts)
+        return pad_bags(indices.numpy(), offsets.numpy())
+
+
+def pad_bags(indices: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
+    """EmbeddingBag-style ``(indices, offsets)`` -> ``{"ngram_ids": [B, L], "ngram_mask": [B, L]}``.
+
+    Rows keep each bag's ids in order, so the masked mean equals ``EmbeddingBag(mode="mean")`` up to
+    float rounding; padding slots hold id 0 with mask 0.
+    """
+    n = len(offsets)
+    lengths = np.diff(np.append(offsets, len(indices)))
+    width = max(1, int(lengths.max()) if n else 1)
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    ids = np.zeros((n, width), dtype=np.int64)
+    ids[mask] = indices
+    return {"ngram_ids": ids, "ngram_mask": mask.astype(np.float32)}
