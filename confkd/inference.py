@@ -98,6 +98,8 @@ def load_predictor(path: str | Path, device: str = "cpu", max_length: int | None
         return OnnxPredictor(path, precision=precision, num_threads=num_threads, max_length=max_length)
     config = path / "config.json"
     if not config.exists():
+        if path.is_file():
+            raise ModelNotFound(f"{path}: is a file; expected a model folder (config.json missing)")
         if not path.is_dir():
             raise ModelNotFound(f"{path}: no model here (the folder does not exist; config.json missing)")
         raise ModelNotFound(f"{path}: no model here (config.json missing, and no {MANIFEST_FILE} of an ONNX export)")

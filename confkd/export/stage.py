@@ -44,25 +44,34 @@ MB = 1024 * 1024
 
 @dataclass(frozen=True)
 class ExportPaths:
-    """Where the stage reads and writes, relative to ``root`` (the repository root by default)."""
+    """Where the stage reads (under ``root``) and writes (under ``out_root``, default ``root``).
+
+    A separate ``out_root`` lets a benchmark export the real models without touching the
+    pipeline's own outputs.
+    """
 
     root: Path = Path(".")
+    out_root: Path | None = None
 
     @property
     def prepared_dir(self) -> Path:
         return self.root / "data/prepared"
 
     @property
+    def _out(self) -> Path:
+        return self.root if self.out_root is None else self.out_root
+
+    @property
     def export_dir(self) -> Path:
-        return self.root / "models/export"
+        return self._out / "models/export"
 
     @property
     def metrics_file(self) -> Path:
-        return self.root / "metrics/export.json"
+        return self._out / "metrics/export.json"
 
     @property
     def report_file(self) -> Path:
-        return self.root / "reports/export.md"
+        return self._out / "reports/export.md"
 
     def source(self, name: str) -> Path:
         return self.root / ("models/teacher" if name == TEACHER else f"models/distill/{name}")
@@ -104,10 +113,21 @@ def check_sources(params: Params, paths: ExportPaths) -> None:
 
 
 def load_source(path: Path, max_length: int):
-    """The saved PyTorch predictor (HF or DAN) the export is made from and compared with."""
+    """The saved PyTorch predictor (HF or DAN) the export is made from and compared with.
+
+    transformers' per-file loading bar is switched off meanwhile: in a DVC log it is noise.
+    """
+    from transformers.utils import logging as hf_logging
+
     from confkd.inference import DANPredictor, load_predictor
 
-    predictor = load_predictor(path, max_length=max_length)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        predictor = load_predictor(path, max_length=max_length)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     return ("dan" if isinstance(predictor, DANPredictor) else "hf"), predictor
 
 
