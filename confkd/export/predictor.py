@@ -107,11 +107,19 @@ class OnnxPredictor(Predictor):
         return self.encoder(texts)
 
     def predict_logits(self, texts: Sequence[str]) -> np.ndarray:
+        """``[len(texts), num_labels]`` float32 logits, in input order.
+
+        More texts than ``batch_size`` are batched longest first (by characters, a cheap proxy for
+        tokens / n-grams), so each batch pads to similar lengths.
+        """
         texts = _check_texts(texts)
         out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        order = np.arange(len(texts))
+        if len(texts) > self.batch_size:
+            order = np.argsort([-len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), self.batch_size):
-            batch = texts[start:start + self.batch_size]
-            out[start:start + len(batch)] = self.session.run([OUTPUT_NAME], self.encoder(batch))[0]
+            rows = order[start:start + self.batch_size]
+            out[rows] = self.session.run([OUTPUT_NAME], self.encoder([texts[i] for i in rows]))[0]
         return out
 
     def __repr__(self) -> str:
