@@ -40,6 +40,8 @@ def _human(n) -> str:
 
 def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
     models = ["teacher", *params.distill.configs]
+    if (Path("metrics/eval") / f"{params.tune.name}.json").exists():  # the tuned configuration, once evaluated
+        models.append(params.tune.name)
     rows: dict[str, dict] = {}
     teacher_acc = None
     for model in models:
