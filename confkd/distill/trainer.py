@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from confkd import distributed
 from confkd.config import DistillConfig, Params, PhaseParams
 from confkd.data.prepare import SPLITS
 from confkd.distill.losses import get_loss, hard_ce
 from confkd.distill.mapping import Match, build_matches
 from confkd.distill.methods import expand_phases, intermediate_features
 from confkd.distill.students import DistillationModule, build_transformer_student, hidden_size, num_layers
-from confkd.errors import DataError
+from confkd.errors import DataError, ParamsError
 from confkd.evaluation.metrics import classification_metrics, probabilities, teacher_student_metrics
 from confkd.io import atomic_dir, read_jsonl, write_json, write_text
 from confkd.models.hf import load_saved_classifier
@@ -188,7 +189,7 @@ class PhaseLoss:
                 t_out = self.teacher(**enc, output_hidden_states=self.need_hidden, output_attentions=self.need_attn)
             mask = enc["attention_mask"]
             for (i, m), fn in zip(self.matches, self.fns):
-                s_feat = model.project(i, _feature(out, m.feature, m.student_layer))
+                s_feat = getattr(model, "module", model).project(i, _feature(out, m.feature, m.student_layer))
                 loss = loss + self.phase.intermediate_weight * m.weight * fn(s_feat, _feature(t_out, m.feature, m.teacher_layer), mask)
         return loss
 
@@ -212,7 +213,10 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
     seed = params.seed if cfg.seed is None else cfg.seed
     seed_everything(seed, params.runtime.deterministic)
     configure_threads(params.runtime.num_threads)
-    device = select_device(params.runtime.device)
+    device = distributed.init_from_env(select_device(params.runtime.device))
+    if cfg.student.kind == "dan" and distributed.world_size() > 1:
+        raise ParamsError("the sparse DAN trains in one process (its sparse embedding updates are not data-parallel); "
+                          "run it without torchrun")
     precision = select_precision(device, params.runtime.mixed_precision if cfg.student.kind == "transformer" else "no")
 
     labels, frames = load_prepared(paths.prepared_dir)
@@ -237,6 +241,9 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
             teacher.set_attn_implementation("eager")  # sdpa kernels do not return attention maps
             student.set_attn_implementation("eager")
         model = DistillationModule(student, matches, hidden_size(student), hidden_size(teacher)).to(device)
+        if len(model.projections) and distributed.world_size() > 1:
+            raise ParamsError("width-changing projections are not data-parallel yet; run this configuration "
+                              "without torchrun (or with a student as wide as the teacher)")
         teacher = teacher.to(device).eval().requires_grad_(False) if matches else None
         adapter: StudentAdapter = TransformerAdapter(tokenizer, cfg.max_length)
     else:
@@ -284,6 +291,8 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
     student_logits = {s: _predict(model, adapter, data[s], cfg.eval_batch_size, device, precision) for s in ("dev", "test")}
     metrics = _summarise(student_logits, teacher_logits, frames, teacher_acc, records, model, adapter)
     metrics["train_kl_to_teacher"] = _final_training_loss(model, adapter, data, cfg, device, precision, seed)
+    if not distributed.is_main():  # under torchrun every rank holds the same student; rank 0 writes it
+        return metrics
     adapter.save(model, paths.model_dir)
     with atomic_dir(paths.artifacts_dir) as tmp:
         for split, logits in student_logits.items():

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from confkd import distributed
 from confkd.io import atomic_path
 from confkd.runtime import progress, Precision
 
@@ -167,9 +168,10 @@ def fit(
                 log.info("ignoring checkpoint in %s: it belongs to a different configuration", checkpoint_dir)
 
     device = next(model.parameters()).device
+    train_model = distributed.wrap(model)  # DDP under torchrun; the model itself otherwise
 
     def checkpoint() -> None:
-        if ckpt_path is None:
+        if ckpt_path is None or not distributed.is_main():
             return
         _save({"fingerprint": fingerprint, "model": model.state_dict(),
                "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
@@ -191,7 +193,7 @@ def fit(
         if better:
             state["best_score"], state["best_step"], state["bad_evals"] = score, state["step"], 0
             best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-            if best_path is not None:
+            if best_path is not None and distributed.is_main():
                 _save(best_state, best_path)
         else:
             state["bad_evals"] += 1
@@ -210,7 +212,7 @@ def fit(
             t0 = time.perf_counter()
             batch = batches[b]
             with precision.autocast():
-                loss = step_loss(model, batch)
+                loss = step_loss(train_model, distributed.shard(batch))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at step {state['step']}: {loss.item()}")
             scaler.scale(loss).backward()
@@ -250,6 +252,7 @@ def fit(
     bar.close()
     if cfg.restore_best:
         model.load_state_dict(best_state)
+    distributed.check_identical(model)
     best = next((h for h in state["history"] if h["step"] == state["best_step"]), {})
     return FitResult(
         best_metrics={k: v for k, v in best.items() if k not in ("step", "epoch")},

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from confkd import distributed
 from confkd.config import Params
 from confkd.data.prepare import SPLITS, UNLABELED
 from confkd.errors import DataError
@@ -79,7 +80,7 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
     tp = params.teacher
     seed_everything(params.seed, params.runtime.deterministic)
     threads = configure_threads(params.runtime.num_threads)
-    device = select_device(params.runtime.device)
+    device = distributed.init_from_env(select_device(params.runtime.device))
     precision = select_precision(device, params.runtime.mixed_precision)
     log.info("device %s, %d threads, mixed precision %s", device, threads, precision.dtype)
 
@@ -121,6 +122,8 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
     )
     log.info("training done: %d steps (%.2f epochs), best step %d, %.1f samples/s",
              result.steps, result.epochs_run, result.best_step, result.samples_per_second)
+    if not distributed.is_main():  # every rank holds the same weights; rank 0 saves and labels
+        return {}
 
     with atomic_dir(paths.model_dir) as tmp:
         model.save_pretrained(tmp)

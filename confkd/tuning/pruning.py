@@ -9,6 +9,7 @@ pruning rule is therefore exactly Optuna's (median / percentile / threshold) in 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 import optuna
@@ -17,6 +18,8 @@ from optuna.trial import TrialState
 
 from confkd.config import PrunerParams
 from confkd.training.loop import LOWER_IS_BETTER
+
+log = logging.getLogger(__name__)
 
 INTERMEDIATE_ATTR = "intermediate"  # user attribute: {step: guide metric value}
 
@@ -81,6 +84,7 @@ class Reporter:
             prune = self.trial.should_prune()
         if prune:
             self.trial.set_user_attr("pruned_at_step", step)
+            log.info("trial %d pruned at step %d: %s=%.4f", self.trial.number, step, self.metric, value)
             raise optuna.TrialPruned(f"{self.metric}={value:.4f} at step {step}")
 
 
