@@ -147,18 +147,11 @@ def _check_space(params: Params) -> None:
                 raise ParamsError(f"tune.space.{key} = {value!r} does not fit configuration '{tp.base}':\n{err}") from None
 
 
-def run_study(params: Params, paths: TunePaths | None = None, n_trials: int | None = None,
-              storage: str | None = None) -> dict:
-    """Run (or resume) the study until ``n_trials`` trials have finished or the timeout; write its outputs."""
+def make_objective(params: Params, study: optuna.Study, paths: TunePaths):
+    """The trial function: train the base configuration with the trial's values, return dev objectives."""
     from confkd.distill.trainer import DistillPaths, distill
-    from confkd.tuning.results import write_outputs
 
-    paths = paths or TunePaths()
     tp = params.tune
-    _check_space(params)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(params, paths.root, storage)
-    target = n_trials or tp.n_trials
     names = [m for m, _ in objectives(tp)]
     multi = tp.objective == "multi"
     pruner = make_pruner(tp.pruner)
@@ -193,15 +186,51 @@ def run_study(params: Params, paths: TunePaths | None = None, n_trials: int | No
         log.info("trial %d: %s -> %s", trial.number, values, {m: round(metrics[m], 4) for m in names})
         return tuple(metrics[m] for m in names) if multi else metrics[names[0]]
 
+    return objective
+
+
+def run_trials(params: Params, paths: TunePaths | None = None, n_trials: int | None = None,
+               storage: str | None = None, max_new: int | None = None) -> int:
+    """Add trials to the shared study until ``n_trials`` have finished (counted across every worker),
+    the timeout passes, or this call has started ``max_new`` trials. Returns the number finished.
+
+    Any number of processes or machines may call this at once on one storage (a PostgreSQL URL for
+    real parallelism): Optuna hands each its own trials, and ``MaxTrialsCallback`` stops them all at
+    the target.
+    """
+    paths = paths or TunePaths()
+    tp = params.tune
+    _check_space(params)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(params, paths.root, storage)
+    target = n_trials or tp.n_trials
     done = len(finished(study))
-    log.info("study '%s' in %s: %d/%d trials finished", study.study_name, tp.storage if storage is None else storage,
-             done, target)
-    t0 = time.perf_counter()
+    log.info("study '%s' in %s: %d/%d trials finished", study.study_name, storage or tp.storage, done, target)
     if done < target:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        study.optimize(objective, n_trials=target - done, timeout=tp.timeout_minutes * 60 if tp.timeout_minutes else None,
+        todo = target - done if max_new is None else min(max_new, target - done)
+        study.optimize(make_objective(params, study, paths), n_trials=todo,
+                       timeout=tp.timeout_minutes * 60 if tp.timeout_minutes else None,
                        callbacks=[MaxTrialsCallback(target, states=(TrialState.COMPLETE, TrialState.PRUNED))],
                        catch=(FloatingPointError,))
-    return write_outputs(study, params, paths, wall_seconds=time.perf_counter() - t0)
+    return len(finished(study))
+
+
+def write_study_outputs(params: Params, paths: TunePaths | None = None, storage: str | None = None,
+                        wall_seconds: float = 0.0) -> dict:
+    """The tuned configuration, trials table, Pareto front, plots and metrics of the study as it stands."""
+    from confkd.tuning.results import write_outputs
+
+    paths = paths or TunePaths()
+    return write_outputs(open_study(params, paths.root, storage), params, paths, wall_seconds=wall_seconds)
+
+
+def run_study(params: Params, paths: TunePaths | None = None, n_trials: int | None = None,
+              storage: str | None = None) -> dict:
+    """The ``tune`` stage: run (or resume) the study until ``n_trials`` trials have finished or the
+    timeout, then write its outputs."""
+    t0 = time.perf_counter()
+    run_trials(params, paths, n_trials, storage)
+    return write_study_outputs(params, paths, storage, wall_seconds=time.perf_counter() - t0)
