@@ -1,0 +1,395 @@
+"""Run the DVC pipeline one stage at a time, for an orchestrator (the Prefect flow in ``flows/``).
+
+DVC stays the source of truth: the stage order comes from DVC's own graph, and every stage is
+reproduced by DVC (``Repo.reproduce(target, single_item=True)``), so its cache, run cache and
+``dvc.lock`` decide what reruns. This module holds the orchestrator-independent half:
+
+- :func:`plan_stages`: the stages to run, in DVC's order, with the metrics files each declares;
+- :func:`apply_params_overrides`: validated, comment-preserving edits of ``params.yaml``;
+- :func:`reproduce_stage`: one stage in a child process, its output streamed line by line,
+  with a structured result (ran, restored from the run cache, skipped as unchanged, or failed
+  with the stage's own error message);
+- :func:`read_metrics`: a metrics file as a flat mapping.
+
+Each stage runs in a child process (``python -m confkd.orchestration``) because DVC runs the
+stage command with inherited stdout/stderr: only a separate process lets the orchestrator
+capture that output as it appears, and it keeps DVC's global state (logging, repo lock) out of
+the orchestrator's process. This module does not import Prefect, so the child starts quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confkd.errors import ConfkdError, ParamsError
+
+log = logging.getLogger(__name__)
+
+# Offline-safe defaults, applied without overriding what the user set. The Prefect ones must be
+# in the environment before prefect is imported (its settings are read at import time).
+OFFLINE_ENV_DEFAULTS = {
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # The ephemeral server's default start-up timeout (20 s) is too short on a busy small machine.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
+}
+
+PARAMS_FILE = "params.yaml"
+FOREACH_SEPARATOR = "@"  # DVC names foreach entries "<group>@<key>"
+
+RAN, RESTORED, SKIPPED, FAILED = "ran", "restored", "skipped", "failed"
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# confkd stages log "HH:MM:SS LEVEL logger: message" (confkd.runtime.setup_logging).
+_LOG_RECORD = re.compile(r"^\d{2}:\d{2}:\d{2} [A-Z]+ \S+: ")
+_ERROR_RECORD = re.compile(r"^\d{2}:\d{2}:\d{2} (?:ERROR|CRITICAL) (?P<logger>\S+): (?P<message>.*)$")
+_DVC_LINE = re.compile(r"^(Running stage |> |Stage '|Updating lock file|Use `dvc push`|ERROR: |WARNING: )")
+_MAX_ERROR_LINES = 25
+
+
+def apply_offline_env_defaults() -> None:
+    """Set :data:`OFFLINE_ENV_DEFAULTS` where the environment does not already choose a value."""
+    for key, value in OFFLINE_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+class StageFailed(ConfkdError):
+    """A DVC stage failed. ``permanent`` marks failures a retry cannot fix (bad params or data,
+    a broken dvc.yaml), so an orchestrator retries only the others."""
+
+    def __init__(self, message: str, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """One DVC stage to run: its target name and the metrics files it declares."""
+
+    name: str
+    metrics: tuple[str, ...] = ()
+    upstream: tuple[str, ...] = ()
+
+
+@dataclass
+class StageResult:
+    """What happened to one stage, as DVC reported it."""
+
+    name: str
+    status: str
+    seconds: float
+    error: str | None = None
+    permanent: bool = False
+    output_tail: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "output_tail"}
+
+
+# --------------------------------------------------------------------------------------- planning
+
+
+def find_repo_root(repo_dir: str | os.PathLike | None = None) -> Path:
+    """The DVC repository containing ``repo_dir`` (default: the working directory)."""
+    start = Path(repo_dir or os.getcwd()).resolve()
+    for candidate in (start, *start.parents):
+        if (candidate / ".dvc").is_dir():
+            return candidate
+    raise ConfkdError(f"{start}: not inside a DVC repository (no .dvc folder found)")
+
+
+def _stage_name(stage, root: Path) -> str:
+    """The target name DVC accepts for ``stage`` from the repository root ("teacher",
+    "distill@kd_logits", or "sub/dvc.yaml:name" for stages defined in a sub-folder)."""
+    rel = Path(os.path.relpath(stage.path, root)).as_posix()
+    if getattr(stage, "name", None) is None:  # a .dvc file, not a pipeline stage
+        return rel
+    return stage.name if rel == "dvc.yaml" else f"{rel}:{stage.name}"
+
+
+def _expand_targets(targets: Iterable[str], names: list[str]) -> list[str]:
+    """Exact stage names, or a foreach group name ("distill") standing for all its entries."""
+    selected = []
+    for target in targets:
+        matches = [n for n in names if n == target or n.split(FOREACH_SEPARATOR, 1)[0] == target]
+        if not matches:
+            raise ConfkdError(f"unknown stage {target!r}; stages in dvc.yaml: {', '.join(names)}")
+        selected += [m for m in matches if m not in selected]
+    return selected
+
+
+def _check_configs(configs: Iterable[str], names: list[str]) -> set[str]:
+    keys = {n.split(FOREACH_SEPARATOR, 1)[1] for n in names if FOREACH_SEPARATOR in n}
+    unknown = sorted(set(configs) - keys)
+    if unknown:
+        raise ConfkdError(f"unknown configuration(s) {', '.join(unknown)}; known: {', '.join(sorted(keys))}")
+    return set(configs)
+
+
+def plan_stages(repo_dir: str | os.PathLike | None = None, targets: Iterable[str] | None = None,
+                configs: Iterable[str] | None = None) -> list[PlannedStage]:
+    """The stages ``dvc repro <targets>`` would visit, in DVC's own order.
+
+    ``targets`` are stage names or foreach group names (default: every stage); their upstream
+    stages are included, as with ``dvc repro``. ``configs`` keeps only these keys of foreach
+    stages (``distill@kd_logits`` ...); stages outside a foreach matrix are always kept. Order and
+    dependencies come from DVC's graph (``Repo.index.graph`` and DVC's ``plan_repro``), never from
+    a hand-written list.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import get_active_graph, plan_repro
+
+    root = find_repo_root(repo_dir)
+    try:
+        with Repo(str(root)) as repo:
+            graph = get_active_graph(repo.index.graph)
+            by_name = {_stage_name(stage, root): stage for stage in graph.nodes}
+            names = list(by_name)
+            wanted = [by_name[n] for n in _expand_targets(targets, names)] if targets else None
+            keep = _check_configs(configs, names) if configs is not None else None
+            plan = []
+            for stage in plan_repro(graph, wanted):
+                name = _stage_name(stage, root)
+                if keep is not None and FOREACH_SEPARATOR in name and name.split(FOREACH_SEPARATOR, 1)[1] not in keep:
+                    continue
+                metrics = tuple(Path(os.path.relpath(out.fs_path, root)).as_posix() for out in stage.outs if out.metric)
+                upstream = tuple(_stage_name(dep, root) for dep in graph.successors(stage))
+                plan.append(PlannedStage(name, metrics, upstream))
+    except DvcException as err:
+        raise ConfkdError(f"{root}: DVC could not load the pipeline: {err}") from err
+    planned = {p.name for p in plan}
+    return [PlannedStage(p.name, p.metrics, tuple(u for u in p.upstream if u in planned)) for p in plan]
+
+
+# --------------------------------------------------------------------------------------- params
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> Any:
+    """Set ``a.b.c`` in nested mappings; returns the previous value (None if absent)."""
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ParamsError(f"{key}: {part!r} is not a mapping in {PARAMS_FILE}")
+        node = child
+    previous = node.get(leaf)
+    node[leaf] = value
+    return previous
+
+
+def apply_params_overrides(repo_dir: str | os.PathLike, overrides: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Write ``{"dotted.key": value}`` into the repository's params.yaml, like ``dvc exp run -S``
+    but in the workspace, so the following ``dvc repro`` (and dvc.lock) sees them.
+
+    The result is validated against confkd's params schema before anything is written: a typo or
+    wrong type fails here, naming the key, and leaves params.yaml untouched. The file is edited
+    with DVC's YAML round-tripper, which keeps comments and key order. Returns the changed keys
+    as ``{key: (old, new)}``.
+    """
+    import copy
+
+    import yaml
+    from dvc.utils.serialize import modify_yaml
+
+    from confkd.config import parse_params
+
+    path = find_repo_root(repo_dir) / PARAMS_FILE
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    current = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    proposed = copy.deepcopy(current)
+    changes = {}
+    for key, value in overrides.items():
+        old = _set_dotted(proposed, key, value)
+        if old != value:
+            changes[key] = (old, value)
+    parse_params(proposed, f"{path} with overrides")
+    if changes:
+        with modify_yaml(str(path)) as data:
+            for key, (_, value) in changes.items():
+                _set_dotted(data, key, value)
+    return changes
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (``teacher.max_steps=10``, ``evaluate.splits=[test]``)."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"override {text!r}: expected KEY=VALUE")
+    return key.strip(), yaml.safe_load(raw)
+
+
+# --------------------------------------------------------------------------------------- running
+
+
+def clean_line(line: str) -> str:
+    """A line of stage output without colour codes and trailing whitespace."""
+    return _ANSI.sub("", line).rstrip()
+
+
+def error_excerpt(lines: list[str]) -> tuple[str, bool]:
+    """The stage's own error message from its output, and whether it is a confkd error.
+
+    confkd stages log user-facing errors (bad params, bad data, failed validation) as an ERROR
+    record, possibly followed by indented detail lines; those are deterministic, so they are
+    flagged for "do not retry". Otherwise the last line of a Python traceback, else the last
+    lines of output.
+    """
+    for i in range(len(lines) - 1, -1, -1):
+        match = _ERROR_RECORD.match(lines[i])
+        if match:
+            block = [match["message"]]
+            for line in lines[i + 1:i + _MAX_ERROR_LINES]:
+                if _LOG_RECORD.match(line) or _DVC_LINE.match(line):
+                    break
+                block.append(line)
+            return "\n".join(block).strip(), match["logger"].split(".")[0] == "confkd"
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("Traceback (most recent call last)"):
+            tail = [line for line in lines[i + 1:] if line.strip() and not _DVC_LINE.match(line)]
+            if tail:
+                return tail[-1].strip(), False
+    return "\n".join(line for line in lines[-5:] if line.strip()), False
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of the child: unbuffered (so output streams live), this interpreter's
+    folder first on PATH (stage commands call ``python``), and this copy of confkd importable."""
+    env = dict(os.environ)
+    for key, value in OFFLINE_ENV_DEFAULTS.items():
+        env.setdefault(key, value)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def reproduce_stage(repo_dir: str | os.PathLike, name: str, force: bool = False,
+                    on_line: Callable[[str], None] | None = None) -> StageResult:
+    """Reproduce one stage through DVC (``single_item``: upstream stages are not touched).
+
+    DVC decides whether the stage runs: it returns the stages it reproduced, so an empty answer
+    means "unchanged, skipped" without parsing any text. Every output line of DVC and of the
+    stage command is passed to ``on_line`` as it appears. Failures come back as a result with the
+    stage's own error message (see :func:`error_excerpt`), not as an exception.
+    """
+    root = find_repo_root(repo_dir)
+    tail: deque[str] = deque(maxlen=400)
+    with tempfile.TemporaryDirectory(prefix="confkd-stage-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "confkd.orchestration", "--target", name, "--result", str(result_file)]
+        if force:
+            cmd.append("--force")
+        t0 = time.perf_counter()
+        with subprocess.Popen(cmd, cwd=root, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, encoding="utf-8", errors="replace") as proc:
+            for raw in proc.stdout:  # text mode: "\r" (progress bars) also ends a line
+                line = clean_line(raw)
+                if line.strip():
+                    tail.append(line)
+                    if on_line is not None:
+                        on_line(line)
+        seconds = round(time.perf_counter() - t0, 2)
+        outcome = json.loads(result_file.read_text()) if result_file.exists() else None
+    lines = list(tail)
+    if outcome is not None and proc.returncode == 0:
+        status = SKIPPED if not outcome["reproduced"] else RESTORED if outcome["restored"] else RAN
+        return StageResult(name, status, seconds, output_tail=lines[-20:])
+    excerpt, user_error = error_excerpt(lines)
+    if outcome is None:  # the child died before reporting (killed, out of memory): worth a retry
+        dvc_error, permanent = f"stage runner exited with {proc.returncode}", False
+    else:
+        dvc_error = outcome.get("error") or f"stage runner exited with {proc.returncode}"
+        permanent = user_error or not outcome.get("command_failed", True)
+    message = f"stage '{name}' failed: {excerpt}\n(dvc: {dvc_error})" if excerpt else f"stage '{name}' failed: {dvc_error}"
+    return StageResult(name, FAILED, seconds, error=message, permanent=permanent, output_tail=lines[-50:])
+
+
+def read_metrics(repo_dir: str | os.PathLike, path: str) -> dict[str, Any]:
+    """A JSON metrics file as a flat mapping (nested keys joined with '.', as ``dvc metrics show``)."""
+    file = find_repo_root(repo_dir) / path
+    data = json.loads(file.read_text(encoding="utf-8"))
+
+    def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(node, dict):
+            return {prefix: node}
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+
+    return flatten(data)
+
+
+# --------------------------------------------------------------------------------------- child
+
+
+class _RunCacheHits(logging.Handler):
+    """Notes DVC's "is cached - skipping run" message: the stage's outputs came from the run cache."""
+
+    hit = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "is cached - skipping run" in record.getMessage():
+            self.hit = True
+
+
+def _child_main(argv: list[str] | None = None) -> int:
+    """Reproduce one stage with DVC's Python API and write what happened as JSON."""
+    parser = argparse.ArgumentParser(description="reproduce one DVC stage (used by the pipeline flow)")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--result", required=True, help="where to write the JSON outcome")
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+
+    import dvc.logger
+    from dvc.repo import Repo
+    from dvc.stage.exceptions import StageCmdFailedError
+
+    if not logging.getLogger("dvc").handlers:  # importing dvc usually sets up its console logging already
+        dvc.logger.setup()  # DVC's own messages: "Running stage ...", "didn't change, skipping"
+    run_cache = _RunCacheHits()
+    logging.getLogger("dvc").addHandler(run_cache)
+    try:
+        with Repo(".") as repo:
+            reproduced = repo.reproduce(args.target, single_item=True, force=args.force)
+        outcome = {"reproduced": [s.addressing for s in reproduced], "restored": run_cache.hit}
+        code = 0
+    except Exception as err:  # noqa: BLE001 - reported to the parent, which decides what it means
+        causes, cmd_failed, exc = [], False, err
+        while exc is not None:
+            causes.append(str(exc))
+            cmd_failed = cmd_failed or isinstance(exc, StageCmdFailedError)
+            exc = exc.__cause__
+        outcome = {"error": ": ".join(c for c in causes if c), "command_failed": cmd_failed}
+        code = 1
+    Path(args.result).write_text(json.dumps(outcome))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main())
