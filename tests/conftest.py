@@ -112,3 +112,35 @@ def trained_teacher(tmp_path_factory, tiny_model_dir):
     return root
 
 
+
+
+def copy_repo_tiny(root: Path, model_dir: Path) -> Path:
+    """This repository's pipeline, code and data in ``root`` with tiny step budgets, one thread and
+    ``model_dir`` (a tiny BERT) as the teacher; ``dvc init`` is left to the caller."""
+    import shutil
+
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    for name in ("stages", "confkd", "data"):
+        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "prepared"))
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["runtime"]["num_threads"] = 1
+    params["prepare"]["max_train_examples"] = 200
+    params["prepare"]["transfer"]["unlabeled_size"] = 50
+    params["teacher"].update(model=str(model_dir), max_steps=8, eval_every_steps=4, checkpoint_every_steps=4,
+                             batch_size=16, learning_rate=1e-3)
+    params["augment"]["size"] = 200
+    params["distill"]["defaults"].update(student={"num_layers": 1}, max_steps=6, intermediate_steps=4,
+                                         eval_every_steps=3, batch_size=16)
+    for cfg in params["distill"]["configs"].values():
+        for key in ("max_steps", "finetune_steps", "intermediate_steps", "eval_every_steps"):
+            cfg.pop(key, None)
+        if cfg.get("student", {}).get("kind") == "dan":
+            cfg["student"]["max_features"] = 2000
+        else:
+            cfg.pop("student", None)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root

@@ -23,7 +23,7 @@ import yaml
 from confkd.errors import ConfkdError, ParamsError
 from confkd.orchestration import apply_params_overrides, error_excerpt, plan_stages
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, copy_repo_tiny
 
 FLOW_SCRIPT = REPO_ROOT / "flows" / "pipeline.py"
 FLOW_NAME = "confkd-pipeline"
@@ -166,18 +166,7 @@ def tiny_repo(prefect_server, tmp_path_factory, tiny_model_dir):
     """A copy of the repository with tiny params and the tiny BERT (as in test_pipeline_integration).
     It requests ``prefect_server`` first only so that the server's start-up (~20 s) overlaps the
     tiny model and the copy."""
-    root = tmp_path_factory.mktemp("repo")
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO_ROOT / name, root / name)
-    for name in ("stages", "confkd", "data"):
-        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "prepared"))
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params["runtime"]["num_threads"] = 1
-    params["prepare"]["max_train_examples"] = 200
-    params["prepare"]["transfer"]["unlabeled_size"] = 50
-    params["teacher"].update(model=str(tiny_model_dir), max_steps=8, eval_every_steps=4, checkpoint_every_steps=4,
-                             batch_size=16, learning_rate=1e-3)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    root = copy_repo_tiny(tmp_path_factory.mktemp("repo"), tiny_model_dir)
     _init_dvc(root)
     return root
 

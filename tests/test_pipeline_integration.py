@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, copy_repo_tiny
 
 pytestmark = pytest.mark.integration
 
@@ -32,27 +31,7 @@ def _dvc(args, cwd, check=True):
 
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory, tiny_model_dir):
-    root = tmp_path_factory.mktemp("repo")
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO_ROOT / name, root / name)
-    for name in ("stages", "confkd", "data"):
-        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "prepared"))
-    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    params["runtime"]["num_threads"] = 1
-    params["prepare"]["max_train_examples"] = 200
-    params["prepare"]["transfer"]["unlabeled_size"] = 50
-    params["teacher"].update(model=str(tiny_model_dir), max_steps=8, eval_every_steps=4, checkpoint_every_steps=4,
-                             batch_size=16, learning_rate=1e-3)
-    params["distill"]["defaults"].update(student={"num_layers": 1}, max_steps=6, intermediate_steps=4,
-                                         eval_every_steps=3, batch_size=16)
-    for cfg in params["distill"]["configs"].values():
-        for key in ("max_steps", "finetune_steps", "intermediate_steps", "eval_every_steps"):
-            cfg.pop(key, None)
-        if cfg.get("student", {}).get("kind") == "dan":
-            cfg["student"]["max_features"] = 2000
-        else:
-            cfg.pop("student", None)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    root = copy_repo_tiny(tmp_path_factory.mktemp("repo"), tiny_model_dir)
     _dvc(["init", "--no-scm", "-q"], root)
     _dvc(["config", "core.analytics", "false"], root)
     return root
