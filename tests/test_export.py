@@ -54,8 +54,9 @@ def exported(tmp_path_factory, hf_dir, dan_dir):
     from confkd.export.stage import export_saved_model
 
     root = tmp_path_factory.mktemp("export")
+    calibration = [f"{t} {i}" for i, t in enumerate(POSITIVE + NEGATIVE)]
     for name, source in (("hf", hf_dir), ("dan", dan_dir)):
-        export_saved_model(source, root / name, export_params(), name=name)
+        export_saved_model(source, root / name, export_params(), name=name, calibration_texts=calibration)
     return root
 
 
@@ -127,6 +128,33 @@ def test_ffn_down_projections_stay_fp32(exported):
     assert all(int8_ops[n] == "MatMul" for n in names)
     assert "MatMulInteger" in int8_ops.values()
     assert ffn_down_projections(onnx.load(str(exported / "dan/model.onnx"))) == []
+
+
+def test_smoothing_keeps_the_fp32_function(exported):
+    """Smoothing rescales LayerNorm-fed activations and the weights they feed: same fp32 outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    from confkd.export.convert import ffn_down_projections
+    from confkd.export.encoders import HFTextEncoder
+    from confkd.export.smoothing import smooth_activations, smoothing_targets
+
+    model = onnx.load(str(exported / "hf/model.onnx"))
+    encoder = HFTextEncoder.from_dir(exported / "hf", 32)
+    skip = ffn_down_projections(model)
+    targets = smoothing_targets(model, skip)
+    assert len(targets) == 4  # per layer: the Q/K/V input and the FFN-up input
+    assert sum(len(nodes) for nodes in targets.values()) == 2 * 4
+    assert smooth_activations(model, [encoder(TEXTS[:6])], skip=skip) == 4
+    onnx.checker.check_model(model)
+    assert sum(node.name.endswith("/smooth") for node in model.graph.node) == 4
+    feeds = encoder(TEXTS)
+    original = ort.InferenceSession(str(exported / "hf/model.onnx")).run(None, feeds)[0]
+    smoothed = ort.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    assert np.abs(smoothed - original).max() <= 1e-4
+    manifest = json.loads((exported / "hf/export.json").read_text())
+    assert manifest["quantization"]["smoothing"]["activations"] == 4
+    assert json.loads((exported / "dan/export.json").read_text())["quantization"]["smoothing"] is None
 
 
 def test_manifest_and_files(exported):

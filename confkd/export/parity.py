@@ -56,6 +56,7 @@ def parity_metrics(reference: np.ndarray, fp32: np.ndarray, int8: np.ndarray | N
         out["onnx_int8.accuracy"] = accuracy(int8, gold, mapping)
         out["onnx_int8.agreement"] = float(np.mean(int8.argmax(1) == fp32.argmax(1)))
         out["onnx_int8.max_abs_diff"] = float(np.max(np.abs(int8 - reference))) if len(reference) else 0.0
+        out["onnx_int8.mean_abs_diff"] = float(np.mean(np.abs(int8 - reference))) if len(reference) else 0.0
     return out
 
 

@@ -4,7 +4,8 @@ For each model name (``teacher`` or a distill configuration):
 
 1. load the saved PyTorch model (``models/teacher`` or ``models/distill/<name>``);
 2. write ``models/export/<name>/`` atomically: ``model.onnx``, ``model.int8.onnx`` (when
-   ``export.quantize``), the tokenizer files or ``featurizer.json``, and the ``export.json`` manifest;
+   ``export.quantize``; transformer activations smoothed with statistics from 256 train texts), the
+   tokenizer files or ``featurizer.json``, and the ``export.json`` manifest;
 3. check parity on ``data/prepared/<export.parity_split>.jsonl`` (fp32 logits vs PyTorch, int8 argmax
    vs fp32) -- a failing export is not written, the previous one stays;
 4. time raw text -> probabilities for PyTorch, ONNX fp32 and ONNX int8 at every batch size.
@@ -33,6 +34,7 @@ from confkd.export.encoders import DANTextEncoder, HFTextEncoder
 from confkd.export.manifest import FEATURIZER_FILE, FP32_FILE, INT8_FILE, build_manifest, write_manifest
 from confkd.export.parity import ExportCheckFailed, label_indices, parity_failures, parity_metrics
 from confkd.export.report import render_report
+from confkd.export.smoothing import DEFAULT_ALPHA as SMOOTHING_ALPHA
 from confkd.io import atomic_dir, write_json, write_text
 from confkd.runtime import progress
 
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 TEACHER = "teacher"
 MB = 1024 * 1024
+CALIBRATION_SPLIT = "train"  # activation statistics for int8 smoothing: never the evaluation split
+CALIBRATION_TEXTS = 256
 
 
 @dataclass(frozen=True)
@@ -134,10 +138,16 @@ def load_source(path: Path, max_length: int):
 # -- export ----------------------------------------------------------------------------------------
 
 
-def write_export(name: str, source: Path, kind: str, predictor, out: Path, ep: ExportParams) -> dict[str, Any]:
-    """Write graph(s), text -> inputs files and manifest of one model into the (temporary) folder ``out``."""
+def write_export(name: str, source: Path, kind: str, predictor, out: Path, ep: ExportParams,
+                 calibration_texts: list[str] | None = None) -> dict[str, Any]:
+    """Write graph(s), text -> inputs files and manifest of one model into the (temporary) folder ``out``.
+
+    ``calibration_texts`` (never from the evaluation split) enable activation smoothing of an HF
+    model before int8 quantisation; the DAN has no activation to smooth.
+    """
     files: dict[str, Any] = {"fp32": FP32_FILE}
     keep_fp32: list[str] = []
+    calibration = None
     quantization = None
     if kind == "hf":
         encoder = HFTextEncoder(predictor.tokenizer, ep.max_length)
@@ -146,6 +156,8 @@ def write_export(name: str, source: Path, kind: str, predictor, out: Path, ep: E
         import onnx
 
         keep_fp32 = ffn_down_projections(onnx.load(str(out / FP32_FILE), load_external_data=False))
+        if calibration_texts:
+            calibration = [encoder(calibration_texts[i:i + 32]) for i in range(0, len(calibration_texts), 32)]
         max_length = ep.max_length
     else:
         export_dan_onnx(predictor.student, DANTextEncoder(predictor.student.featurizer), out / FP32_FILE, ep.opset)
@@ -153,10 +165,12 @@ def write_export(name: str, source: Path, kind: str, predictor, out: Path, ep: E
         files["featurizer"] = FEATURIZER_FILE
         max_length = None
     if ep.quantize:
-        quantize_int8(out / FP32_FILE, out / INT8_FILE, keep_fp32=keep_fp32)
+        smoothed = quantize_int8(out / FP32_FILE, out / INT8_FILE, keep_fp32=keep_fp32, calibration=calibration)
         files["int8"] = INT8_FILE
         quantization = {"method": "onnxruntime dynamic", "weights": "int8, per channel",
-                        "activations": "uint8, per tensor, at run time", "fp32_nodes": keep_fp32}
+                        "activations": "uint8, per tensor, at run time", "fp32_nodes": keep_fp32,
+                        "smoothing": {"alpha": SMOOTHING_ALPHA, "activations": smoothed,
+                                      "calibration_texts": len(calibration_texts or [])} if smoothed else None}
     manifest = build_manifest(kind=kind, name=name, source=source.as_posix(), labels=list(predictor.labels),
                               max_length=max_length, opset=ep.opset, files=files,
                               quantization=quantization)
@@ -164,7 +178,8 @@ def write_export(name: str, source: Path, kind: str, predictor, out: Path, ep: E
     return manifest
 
 
-def export_saved_model(source: str | Path, out: str | Path, ep: ExportParams, name: str | None = None) -> dict[str, Any]:
+def export_saved_model(source: str | Path, out: str | Path, ep: ExportParams, name: str | None = None,
+                       calibration_texts: list[str] | None = None) -> dict[str, Any]:
     """Export one saved model folder (HF or DAN) to ``out``, atomically, without checks or timing.
 
     Returns the manifest. The stage adds parity checks and latency; this is the building block for
@@ -173,7 +188,7 @@ def export_saved_model(source: str | Path, out: str | Path, ep: ExportParams, na
     source, out = Path(source), Path(out)
     kind, predictor = load_source(source, ep.max_length)
     with atomic_dir(out) as tmp:
-        return write_export(name or source.name, source, kind, predictor, tmp, ep)
+        return write_export(name or source.name, source, kind, predictor, tmp, ep, calibration_texts)
 
 
 def onnx_logits(folder: Path, precision: str, texts: list[str], num_threads: int) -> np.ndarray:
@@ -195,7 +210,7 @@ def file_sizes(source: Path, folder: Path, quantize: bool) -> dict[str, float]:
 
 
 def export_one(name: str, params: Params, paths: ExportPaths, texts: list[str], gold: np.ndarray,
-               split_labels: list[str]) -> tuple[ModelResult, Any]:
+               split_labels: list[str], calibration_texts: list[str] | None = None) -> tuple[ModelResult, Any]:
     """Export, check and (when it passes) commit one model; returns its result and the PyTorch predictor."""
     ep = params.export
     result = ModelResult(name)
@@ -206,7 +221,7 @@ def export_one(name: str, params: Params, paths: ExportPaths, texts: list[str], 
     out = paths.export_dir / name
     try:
         with atomic_dir(out) as tmp:
-            write_export(name, source, result.kind, predictor, tmp, ep)
+            write_export(name, source, result.kind, predictor, tmp, ep, calibration_texts)
             fp32 = onnx_logits(tmp, "fp32", texts, ep.latency.num_threads)
             int8 = onnx_logits(tmp, "int8", texts, ep.latency.num_threads) if ep.quantize else None
             result.parity = parity_metrics(reference, fp32, int8, gold, label_indices(predictor.labels, split_labels))
@@ -302,13 +317,12 @@ def speedups(result: ModelResult, teacher: ModelResult | None, batch_sizes: list
 def flat_metrics(results: list[ModelResult], teacher: ModelResult | None, params: Params, n_examples: int) -> dict:
     """``metrics/export.json``: one flat ``<model>.<backend>.<metric>`` key per number.
 
-    Per model: ``<backend>.accuracy``, ``onnx_fp32.max_abs_diff``, ``onnx_int8.agreement`` and
-    ``.max_abs_diff``, ``<backend>.size_mb``, ``text_files_mb``, ``<backend>.p50_ms_b<B>`` /
+    Per model: ``<backend>.accuracy``, ``onnx_fp32.max_abs_diff``, ``onnx_int8.agreement``,
+    ``.max_abs_diff`` and ``.mean_abs_diff``, ``<backend>.size_mb``, ``text_files_mb``, ``<backend>.p50_ms_b<B>`` /
     ``p95_ms_b<B>``, the speed-ups of :func:`speedups`, and ``passed`` (1/0).
     """
     cfg = params.export.latency
-    flat: dict[str, float | int | str] = {"parity_split": params.export.parity_split, "parity_examples": n_examples,
-                                          "num_threads": cfg.num_threads}
+    flat: dict[str, float | int] = {"parity_examples": n_examples, "num_threads": cfg.num_threads}
     exported = {id(r) for r in results}
     reference = next((r for r in results if r.name == TEACHER), teacher)
     rows = results if reference is None or id(reference) in exported else [reference, *results]
@@ -323,11 +337,19 @@ def flat_metrics(results: list[ModelResult], teacher: ModelResult | None, params
         metrics.update(speedups(r, reference, cfg.batch_sizes))
         if id(r) in exported:
             metrics["passed"] = int(not r.failures)
-        flat.update({f"{r.name}.{k}": round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()})
+        flat.update({f"{r.name}.{k}": float(f"{v:.6g}") if isinstance(v, float) else v for k, v in metrics.items()})
     return flat
 
 
 # -- stage -----------------------------------------------------------------------------------------
+
+
+def calibration_sample(texts: list[str], seed: int, size: int = CALIBRATION_TEXTS) -> list[str]:
+    """A seeded sample of texts for int8 activation statistics (all of them when fewer)."""
+    if len(texts) <= size:
+        return list(texts)
+    rng = np.random.default_rng([seed, size])
+    return [texts[i] for i in sorted(rng.choice(len(texts), size=size, replace=False))]
 
 
 def export_models(params: Params, paths: ExportPaths | None = None) -> dict:
@@ -343,9 +365,10 @@ def export_models(params: Params, paths: ExportPaths | None = None) -> dict:
     texts, gold = frame["text"].tolist(), frame["label"].to_numpy()
     log.info("exporting %s (opset %d, int8 %s); parity and latency on %s (%d texts), %d threads",
              ep.models, ep.opset, ep.quantize, ep.parity_split, len(texts), ep.latency.num_threads)
+    calibration = calibration_sample(frames[CALIBRATION_SPLIT]["text"].tolist(), params.seed)
     results = []
     for name in progress(ep.models, desc="export", unit="model"):
-        result, predictor = export_one(name, params, paths, texts, gold, split_labels)
+        result, predictor = export_one(name, params, paths, texts, gold, split_labels, calibration)
         folder = None if result.failures else paths.export_dir / name
         measure_latency(result, predictor, folder, texts, params)
         results.append(result)
