@@ -122,6 +122,7 @@ class AugmentParams(_Strict):
     p_ngram: float = Field(0.25, ge=0, le=1)
     ngram_max: int = Field(5, ge=1)
     batch_size: int = Field(256, ge=1)
+    shard_size: int = Field(20000, ge=1, description="texts per resumable labelling shard")
 
 
 class StudentParams(_Strict):

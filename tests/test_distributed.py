@@ -51,7 +51,8 @@ def test_teacher_and_distillation_under_torchrun_keep_ranks_identical(trained_te
     (root / "data").mkdir()
     (root / "data" / "prepared").symlink_to(trained_teacher / "data" / "prepared", target_is_directory=True)
     params = tiny_params(tiny_model_dir, {"kd": {"method": "kd_logits", "temperature": 2.0}},
-                         defaults={"max_steps": 6, "eval_every_steps": 3})
+                         defaults={"max_steps": 6, "eval_every_steps": 3},
+                         augment={"size": 40, "shard_size": 10, "batch_size": 8})
     (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(by_alias=True, mode="json"), sort_keys=False))
 
     log = _torchrun(["teacher"], root)
@@ -60,6 +61,13 @@ def test_teacher_and_distillation_under_torchrun_keep_ranks_identical(trained_te
     assert (root / "models" / "teacher" / "config.json").exists()  # written once, by rank 0
     assert sorted(p.name for p in (root / "artifacts" / "teacher" / "logits").iterdir()) == [
         "dev.npz", "test.npz", "train.npz", "transfer.npz"]
+
+    # Teacher labelling of a transfer set: shards split across the ranks, gathered by rank 0.
+    _torchrun(["augment"], root)
+    from confkd.training.teacher import load_logits
+
+    assert load_logits(root / "artifacts" / "augment" / "logits.npz").shape == (40, 2)
+    assert not (root / "checkpoints" / "augment").exists()
 
     log = _torchrun(["distill", "--config", "kd"], root)
     sums = _checksums(log)
