@@ -7,7 +7,9 @@
 Precision: ``"auto"`` (the default) runs the int8 graph when the folder has one and the fp32 graph
 otherwise. The export stage only writes an int8 graph after checking its argmax agreement with fp32
 (``export.min_int8_agreement``), and it is the smaller and usually the faster one; pass
-``precision="fp32"`` for logits that match PyTorch to ``export.max_abs_diff``.
+``precision="fp32"`` for logits that match PyTorch to ``export.max_abs_diff``. int8 activations are
+quantised with one scale per call, so int8 logits also shift slightly with the other texts in the
+batch (mean |logit difference| vs fp32 is about 0.03 for the SST-2 transformers).
 """
 
 from __future__ import annotations
