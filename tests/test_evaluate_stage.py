@@ -138,3 +138,18 @@ def test_predict_cli(evaluated, capsys, tmp_path):
     assert abs(sum(lines[0]["probabilities"].values()) - 1) < 1e-4
     assert main(["predict", "--model", str(tmp_path / "missing")]) == 1
     assert main(["predict", "--model", str(root / "models/teacher")]) == 1  # no texts
+
+
+def test_summary_takes_each_models_fastest_exported_backend(tmp_path):
+    import json
+
+    from confkd.evaluation.summary import _add_latency
+
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"teacher.torch.p50_ms_b32": 200.0, "teacher.onnx_int8.p50_ms_b32": 100.0,
+                                "dan.torch.p50_ms_b32": 1.0, "dan.onnx_fp32.p50_ms_b32": 2.0}))
+    rows = {"teacher": {}, "dan": {}, "other": {}}
+    _add_latency(rows, path)
+    assert rows["teacher"]["latency_b32"] == (100.0, "ONNX int8") and rows["teacher"]["speedup_b32"] == 2.0
+    assert rows["dan"]["latency_b32"] == (1.0, "PyTorch") and rows["dan"]["speedup_b32"] == 200.0
+    assert rows["other"] == {}

@@ -25,7 +25,10 @@ COLUMNS = [  # (key, header, format)
     ("parameters", "params", "{}"),
     ("active_parameters", "active params/example", "{}"),
     ("size_mb", "size on disk", "{:.1f} MB"),
+    ("latency_b32", "fastest p50, batch 32", "{}"),
+    ("speedup_b32", "speed-up vs teacher", "{:.1f}x"),
 ]
+BACKENDS = {"torch": "PyTorch", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
 
 
 def _dir_size_mb(path: Path) -> float:
@@ -65,6 +68,7 @@ def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
             "active_parameters": info.get("active_parameters_per_example", info.get("parameters")),
             "size_mb": _dir_size_mb(model_dir),
         }
+    _add_latency(rows, Path("metrics/export.json"))
     lines = [f"# Teacher vs students ({split} split)", "",
              "| model | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
              "|---|" + "---|" * len(COLUMNS)]
@@ -74,6 +78,8 @@ def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
             v = r.get(key)
             if key in ("parameters", "active_parameters"):
                 cells.append(_human(v))
+            elif key == "latency_b32":
+                cells.append(f"{v[0]:.1f} ms ({v[1]})" if v else "—")
             elif key == "phi_cnf":
                 cells.append("holds" if v else "**fails**")
             elif v is None:
@@ -83,10 +89,28 @@ def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines += ["", "sigma(X): standard deviation of teacher-minus-student top-class confidence over the split; "
               "phi_cnf holds when sigma(X) <= kappa = sqrt(final training KL(teacher || student)) "
-              "(Vengertsev & Sherman 2024). ECE: 15 equal-width bins; TS: after temperature scaling fitted on dev."]
+              "(Vengertsev & Sherman 2024). ECE: 15 equal-width bins; TS: after temperature scaling fitted on dev. "
+              "Latency: raw text to probabilities, the export stage's fastest backend at batch 32 (reports/export.md)."]
     flat = {f"{model}.{k}": (float(v) if isinstance(v, (int, float, bool)) and v is not None else None)
-            for model, r in rows.items() for k, v in r.items()}
+            for model, r in rows.items() for k, v in r.items() if k != "latency_b32"}
     return flat, "\n".join(lines) + "\n"
+
+
+def _add_latency(rows: dict[str, dict], export_metrics: Path) -> None:
+    """End-to-end latency from the export stage: each model's fastest backend at batch 32, and its
+    speed-up over the PyTorch teacher (same threads, same texts)."""
+    if not export_metrics.exists():
+        return
+    m = json.loads(export_metrics.read_text())
+    teacher = m.get("teacher.torch.p50_ms_b32")
+    for model, row in rows.items():
+        timed = {b: m[f"{model}.{b}.p50_ms_b32"] for b in BACKENDS if f"{model}.{b}.p50_ms_b32" in m}
+        if not timed:
+            continue
+        backend = min(timed, key=timed.get)
+        row["latency_b32"] = (timed[backend], BACKENDS[backend])
+        row["p50_ms_b32"] = timed[backend]
+        row["speedup_b32"] = teacher / timed[backend] if teacher else None
 
 
 def write_summary(params: Params) -> None:
