@@ -87,7 +87,10 @@ def storage_url(url: str, root: Path) -> str:
 
 
 def open_study(params: Params, root: Path = Path("."), storage: str | None = None,
-               study_name: str | None = None) -> optuna.Study:
+               study_name: str | None = None, sampler_seed: int | None = None) -> optuna.Study:
+    """Create or load the study. ``sampler_seed`` (default: ``params.seed``) seeds this process's
+    sampler: workers sharing one study need distinct seeds, or every fresh sampler proposes the
+    same random start-up trials."""
     tp = params.tune
     url = storage_url(storage or tp.storage, root)
     try:
@@ -99,7 +102,8 @@ def open_study(params: Params, root: Path = Path("."), storage: str | None = Non
         raise ParamsError(f"tune.storage: cannot open '{url}': {err}") from None
     directions = [d for _, d in objectives(tp)]
     return optuna.create_study(study_name=study_name or tp.study_name or default_study_name(params), storage=rdb,
-                               sampler=_sampler(tp, params.seed), directions=directions, load_if_exists=True)
+                               sampler=_sampler(tp, params.seed if sampler_seed is None else sampler_seed),
+                               directions=directions, load_if_exists=True)
 
 
 def _sampler(tp: TuneParams, seed: int) -> optuna.samplers.BaseSampler:
@@ -190,19 +194,19 @@ def make_objective(params: Params, study: optuna.Study, paths: TunePaths):
 
 
 def run_trials(params: Params, paths: TunePaths | None = None, n_trials: int | None = None,
-               storage: str | None = None, max_new: int | None = None) -> int:
+               storage: str | None = None, max_new: int | None = None, sampler_seed: int | None = None) -> int:
     """Add trials to the shared study until ``n_trials`` have finished (counted across every worker),
     the timeout passes, or this call has started ``max_new`` trials. Returns the number finished.
 
     Any number of processes or machines may call this at once on one storage (a PostgreSQL URL for
     real parallelism): Optuna hands each its own trials, and ``MaxTrialsCallback`` stops them all at
-    the target.
+    the target. Give each concurrent caller its own ``sampler_seed`` (see :func:`open_study`).
     """
     paths = paths or TunePaths()
     tp = params.tune
     _check_space(params)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(params, paths.root, storage)
+    study = open_study(params, paths.root, storage, sampler_seed=sampler_seed)
     target = n_trials or tp.n_trials
     done = len(finished(study))
     log.info("study '%s' in %s: %d/%d trials finished", study.study_name, storage or tp.storage, done, target)
