@@ -215,6 +215,7 @@ def test_study_resumes_after_the_process_is_killed(trained_teacher, tiny_model_d
         proc.wait()
     before = optuna.load_study(study_name=optuna.study.get_all_study_names(storage)[0], storage=storage)
     completed_before = {t.number: t.values for t in before.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    completed_before_params = [t.params for t in before.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
     assert _count(db).get("RUNNING") == 1
 
     time.sleep(2.5)  # past the heartbeat grace period: the killed trial is stale
@@ -229,4 +230,7 @@ def test_study_resumes_after_the_process_is_killed(trained_teacher, tiny_model_d
     failed = next(t for t in after.trials if t.state == optuna.trial.TrialState.FAIL)
     retried = [t for t in after.trials if t.system_attrs.get("failed_trial") == failed.number]
     assert len(retried) == 1 and retried[0].params == failed.params
+    fresh = [t.params for t in after.trials if t.number not in completed_before and t.state.name == "COMPLETE"
+             and t.system_attrs.get("failed_trial") is None]
+    assert all(p not in completed_before_params for p in fresh)  # the resumed sampler proposes new points
     assert yaml.safe_load((root / "tune" / "best_params.yaml").read_text())["distill"]["configs"]["tuned"]

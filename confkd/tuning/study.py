@@ -207,6 +207,9 @@ def run_trials(params: Params, paths: TunePaths | None = None, n_trials: int | N
     _check_space(params)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(params, paths.root, storage, sampler_seed=sampler_seed)
+    if sampler_seed is None and study.trials:
+        # A resumed study: a sampler seeded as in the first run would propose its first trials again.
+        study.sampler = _sampler(tp, params.seed + len(study.trials))
     target = n_trials or tp.n_trials
     done = len(finished(study))
     log.info("study '%s' in %s: %d/%d trials finished", study.study_name, storage or tp.storage, done, target)
