@@ -72,12 +72,15 @@ def target_rows(metrics: dict, model_kinds: dict[str, str]) -> tuple[list[dict],
         if (value := metrics.get(f"{dan}.speedup_vs_onnx_teacher_b32")) is not None:
             rows.append({"target": f"{dan} vs ONNX teacher (fastest ONNX graph of each), batch 32", "threshold": None,
                          "model": dan, "backend": "fastest ONNX", "value": value})
-    ranked = sorted(((metrics[f"{m}.onnx_int8.speedup_b32"], m) for m in students
-                     if f"{m}.onnx_int8.speedup_b32" in metrics), reverse=True)
-    if ranked:
-        value, model = ranked[0]
-        rows.append({"target": "best transformer student, ONNX int8 vs PyTorch teacher, batch 32",
-                     "threshold": TRANSFORMER_TARGET, "model": model, "backend": "ONNX int8", "value": value})
+    # "Best" = the most accurate exported transformer student (test accuracy of its PyTorch model);
+    # the others are listed for context.
+    timed = [m for m in students if f"{m}.onnx_int8.speedup_b32" in metrics]
+    for i, model in enumerate(sorted(timed, key=lambda m: -metrics.get(f"{m}.torch.accuracy", 0.0))):
+        acc = metrics.get(f"{model}.torch.accuracy", float("nan"))
+        label = "best transformer student (most accurate" if i == 0 else "transformer student ("
+        rows.append({"target": f"{label}{', ' if i == 0 else ''}test acc {acc:.4f}), ONNX int8 vs PyTorch teacher, "
+                               "batch 32", "threshold": TRANSFORMER_TARGET if i == 0 else None, "model": model,
+                     "backend": "ONNX int8", "value": metrics[f"{model}.onnx_int8.speedup_b32"]})
         if (b1 := metrics.get(f"{model}.onnx_int8.speedup_b1")) is not None:
             rows.append({"target": f"{model}, ONNX int8 vs PyTorch teacher, batch 1", "threshold": None,
                          "model": model, "backend": "ONNX int8", "value": b1})
