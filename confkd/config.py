@@ -351,7 +351,7 @@ class TuneParams(_Strict):
     base: Optional[str] = None  # the distill configuration whose hyperparameters are tuned
     name: str = "tuned"  # the configuration the tuned parameters become (distilled, evaluated, reported)
     study_name: Optional[str] = None  # default: derived from base, objectives, space and budget
-    storage: str = "sqlite:///tune/optuna.db"  # any SQLAlchemy URL, e.g. postgresql://user@host/db
+    storage: str = "sqlite:///tune/optuna.db"  # any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db
     objective: Literal["multi", "single"] = "multi"
     metrics: list[str] = Field(default_factory=lambda: ["dev_accuracy", "dev_sigma"])  # multi-objective
     single: SingleObjective = Field(default_factory=SingleObjective)
