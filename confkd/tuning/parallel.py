@@ -29,16 +29,13 @@ from urllib.parse import parse_qsl, urlencode
 
 from confkd.config import Params, load_params, parse_params
 from confkd.errors import ParamsError
+from confkd.orchestration import OFFLINE_ENV_DEFAULTS
 
 log = logging.getLogger(__name__)
 
 # Settings Prefect reads at import time: keep its ephemeral server offline and patient on a busy
 # machine, and forward confkd's own log records (trial results, pruning) to the task run logs.
-PREFECT_ENV_DEFAULTS = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "60",
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "confkd",
-}
+PREFECT_ENV_DEFAULTS = {**OFFLINE_ENV_DEFAULTS, "PREFECT_LOGGING_EXTRA_LOGGERS": "confkd"}
 
 SQLITE_TIMEOUT_SECONDS = 60  # concurrent writers wait this long for SQLite's lock instead of failing
 FINISHED_STATES = ("COMPLETE", "PRUNED")
