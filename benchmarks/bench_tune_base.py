@@ -54,8 +54,8 @@ def main() -> None:
     keys = ("accuracy", "retention", "agreement", "sigma", "dev_accuracy", "dev_sigma", "train_kl_to_teacher")
     rows = {args.base: {k: default[k] for k in keys}, f"tuned_{args.base}": {k: tuned[k] for k in keys}}
     md = [f"# Confidence-guided tuning of `{args.base}` (SST-2)", "",
-          f"Machine: {machine()}. Command: `python benchmarks/bench_tune_base.py --base {args.base}`"
-          + (f" --timeout {args.timeout:g}" if args.timeout is not None else "") + ".",
+          f"Machine: {machine()}. Command: `python benchmarks/bench_tune_base.py --base {args.base}"
+          + (f" --timeout {args.timeout:g}" if args.timeout is not None else "") + "`.",
           f"The `tune:` study of params.yaml with base `{args.base}`: {study['trials_complete']} complete, "
           f"{study['trials_pruned']} pruned trials in {study_minutes:.1f} min; chosen trial {best['tune']['trial']} "
           f"({best['tune']['selected_by']}): "
