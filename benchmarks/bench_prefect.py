@@ -23,14 +23,11 @@ import argparse
 import logging
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 
@@ -85,46 +82,6 @@ def make_tiny_repo(root: Path, model_dir: Path) -> Path:
     return root
 
 
-class LocalServer:
-    """``prefect server start`` on a free loopback port, in its own session (stopped by its id)."""
-
-    def __init__(self, home: Path):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.home = home
-        self.log = (home / "server.log").open("w")
-        self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=_env(PREFECT_HOME=str(home)), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_healthy(self, timeout: float = 180.0) -> float:
-        """Seconds from start to a healthy API."""
-        while time.perf_counter() - self.t0 < timeout:
-            if self.proc.poll() is not None:
-                sys.exit(f"prefect server exited:\n{(self.home / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as response:
-                    if response.read().strip() == b"true":
-                        return time.perf_counter() - self.t0
-            except OSError:
-                pass
-            time.sleep(0.5)
-        sys.exit(f"prefect server not healthy after {timeout:.0f} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-
-
 def latest_flow_run_seconds(api_url: str) -> float:
     """Duration of the most recent flow run, as the Prefect server recorded it."""
     from prefect.client.orchestration import get_client
@@ -138,7 +95,7 @@ def latest_flow_run_seconds(api_url: str) -> float:
         return (run.end_time - run.start_time).total_seconds()
 
 
-def measure(repo: Path, server: LocalServer, targets: list[str], repeats: int) -> dict:
+def measure(repo: Path, server, targets: list[str], repeats: int) -> dict:
     env_dvc = _env()
     env_flow = _env(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(server.home))
     dvc_cmd = [sys.executable, "-m", "dvc", "repro", *targets]
@@ -213,9 +170,11 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
     (scratch / "home").mkdir()
-    server = LocalServer(scratch / "home")
+    from tests.conftest import PrefectServer
+
+    server = PrefectServer(scratch / "home", _env(PREFECT_HOME=str(scratch / "home")))
     try:
-        server_seconds = server.wait_healthy()
+        server_seconds = server.wait_healthy(timeout=180)
         repo = make_tiny_repo(scratch / "repo", make_tiny_model(scratch / "tiny-bert"))
         n_stages = len(plan_stages(repo, args.targets))
         measured = measure(repo, server, args.targets, args.repeats)

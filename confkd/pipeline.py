@@ -47,14 +47,13 @@ def run_augment(params: Params) -> None:
     """Generate augmented texts from the transfer set and label them with the teacher."""
     import time
 
-    import numpy as np
     import pandas as pd
 
     from confkd.data.augment import augment_texts
     from confkd.data.leakage import LeakIndex
     from confkd.data.text import normalize_text
     from confkd.io import write_json, write_jsonl
-    from confkd.training.teacher import load_prepared, save_logits
+    from confkd.training.teacher import label_with_teacher, load_prepared, save_logits
 
     a = params.augment
     labels, frames = load_prepared(PREPARED_DIR)
@@ -72,7 +71,7 @@ def run_augment(params: Params) -> None:
     frame = pd.DataFrame({"id": [f"aug-{i:07d}" for i in range(len(texts))], "text": texts, "label": -1,
                           "origin": "augmented", "source_id": source["id"].to_numpy()[origin] if texts else []})
     t0 = time.perf_counter()
-    logits = _label_resumably(params, texts, len(labels))
+    logits = label_with_teacher(params, texts, Path("models/teacher"), a.batch_size, shard_size=a.shard_size)
     if logits is None:  # a non-zero rank under torchrun: rank 0 writes the outputs
         return
     label_seconds = time.perf_counter() - t0
@@ -84,37 +83,6 @@ def run_augment(params: Params) -> None:
         "label_samples_per_second": round(len(texts) / label_seconds, 2) if texts else 0.0,
     })
     log.info("augmented %d examples (%s) in %.1fs, teacher-labelled in %.1fs", len(texts), stats, gen_seconds, label_seconds)
-
-
-def _label_resumably(params: Params, texts: list[str], num_labels: int):
-    """Teacher logits for ``texts`` in resumable shards (``checkpoints/augment``); all ranks under torchrun."""
-    import hashlib
-
-    import numpy as np
-
-    from confkd import distributed
-    from confkd.models.hf import load_saved_classifier
-    from confkd.runtime import configure_threads, select_device, select_precision
-    from confkd.training.inference import predict_logits
-    from confkd.training.labelling import label_in_shards
-
-    if not texts:
-        return np.zeros((0, num_labels), dtype=np.float32)
-    teacher_dir = Path("models/teacher")
-    model, tokenizer = load_saved_classifier(teacher_dir, " (run the teacher stage first)")
-    configure_threads(params.runtime.num_threads)
-    device = distributed.init_from_env(select_device(params.runtime.device))
-    precision = select_precision(device, params.runtime.mixed_precision)
-    model = model.to(device)
-    teacher_key = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(teacher_dir.glob("*.safetensors")))).hexdigest()
-    key = f"{teacher_key}|{params.teacher.max_length}|{params.augment.batch_size}"
-
-    def predict(chunk: list[str]):
-        return predict_logits(model, tokenizer, chunk, max_length=params.teacher.max_length,
-                              batch_size=params.augment.batch_size, device=device, precision=precision,
-                              desc="teacher labels")
-
-    return label_in_shards(texts, predict, Path("checkpoints/augment"), key, params.augment.shard_size)
 
 
 def run_distill(params: Params, config: str | None = None) -> None:

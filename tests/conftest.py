@@ -144,3 +144,55 @@ def copy_repo_tiny(root: Path, model_dir: Path) -> Path:
             cfg.pop("student", None)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
+
+
+class PrefectServer:
+    """``prefect server start`` on a free loopback port with its own PREFECT_HOME (in ``env``), in its
+    own session so that stopping it kills the server and nothing else."""
+
+    def __init__(self, home: Path, env: dict):
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.home = home
+        self.api_url = f"http://127.0.0.1:{self.port}/api"
+        self.log = (home / "server.log").open("w")
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_healthy(self, timeout: float = 120.0) -> float:
+        """Seconds from start to a healthy API; RuntimeError if the server dies or stays unhealthy."""
+        import time
+        import urllib.request
+
+        while time.perf_counter() - self.t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited early:\n{(self.home / 'server.log').read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as response:
+                    if response.read().strip() == b"true":
+                        return time.perf_counter() - self.t0
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +19,7 @@ import yaml
 from confkd.errors import ConfkdError, ParamsError
 from confkd.orchestration import apply_params_overrides, error_excerpt, plan_stages
 
-from .conftest import REPO_ROOT, copy_repo_tiny
+from .conftest import REPO_ROOT, PrefectServer, copy_repo_tiny
 
 FLOW_SCRIPT = REPO_ROOT / "flows" / "pipeline.py"
 FLOW_NAME = "confkd-pipeline"
@@ -109,52 +105,10 @@ def test_error_excerpt_finds_the_stages_own_message():
 # ------------------------------------------------------------------ a real Prefect server
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class PrefectServer:
-    """``prefect server start`` on a free loopback port with its own PREFECT_HOME."""
-
-    def __init__(self, home: Path):
-        self.home = home
-        self.port = _free_port()
-        self.api_url = f"http://127.0.0.1:{self.port}/api"
-        self.log = (home / "server.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=_env(PREFECT_HOME=str(home)), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def wait_healthy(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited early:\n{(self.home / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=5) as response:
-                    if response.read().strip() == b"true":
-                        return
-            except OSError:
-                pass
-            time.sleep(1)
-        raise RuntimeError(f"prefect server not healthy after {timeout:.0f} s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # its own session: the server and nothing else
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.log.close()
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
-    server = PrefectServer(tmp_path_factory.mktemp("prefect-home"))
+    home = tmp_path_factory.mktemp("prefect-home")
+    server = PrefectServer(home, _env(PREFECT_HOME=str(home)))
     try:
         yield server
     finally:

@@ -176,16 +176,31 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
     return metrics
 
 
-def label_with_teacher(params: Params, texts: list[str], teacher_dir: Path, batch_size: int, desc: str = "teacher labels") -> np.ndarray:
-    """Teacher logits for new texts (augmentation, extra unlabeled pools), with the saved teacher."""
+def label_with_teacher(params: Params, texts: list[str], teacher_dir: Path, batch_size: int,
+                       work_dir: Path = Path("checkpoints/augment"), shard_size: int = 20000,
+                       desc: str = "teacher labels") -> np.ndarray | None:
+    """Teacher logits for new texts (augmentation, large unlabeled pools) with the saved teacher.
+
+    Labelled in resumable shards under ``work_dir`` (see :mod:`confkd.training.labelling`); under
+    torchrun the ranks share the shards and only rank 0 gets the logits (the others get ``None``).
+    """
     from confkd.models.hf import load_saved_classifier
+    from confkd.training.labelling import label_in_shards
 
     model, tokenizer = load_saved_classifier(teacher_dir, " (run the teacher stage first)")
+    if not texts:
+        return np.zeros((0, model.config.num_labels), dtype=np.float32)
     configure_threads(params.runtime.num_threads)
-    device = select_device(params.runtime.device)
+    device = distributed.init_from_env(select_device(params.runtime.device))
     precision = select_precision(device, params.runtime.mixed_precision)
-    return predict_logits(model.to(device), tokenizer, texts, max_length=params.teacher.max_length,
-                          batch_size=batch_size, device=device, precision=precision, desc=desc)
+    model = model.to(device)
+    weights = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(teacher_dir.glob("*.safetensors")))).hexdigest()
+
+    def predict(chunk: list[str]) -> np.ndarray:
+        return predict_logits(model, tokenizer, chunk, max_length=params.teacher.max_length, batch_size=batch_size,
+                              device=device, precision=precision, desc=desc)
+
+    return label_in_shards(texts, predict, work_dir, f"{weights}|{params.teacher.max_length}|{batch_size}", shard_size)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
