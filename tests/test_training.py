@@ -166,3 +166,19 @@ def test_train_teacher_end_to_end(tiny_model_dir, tmp_path, toy_task):
     assert not paths.checkpoint_dir.exists()  # removed after success unless keep_checkpoints
     with pytest.raises(DataError, match="do not match"):
         load_logits(paths.logits_dir / "test.npz", ["x"] * len(prepared.frames["test"]))
+
+
+def test_precision_choice_on_cpu(monkeypatch, caplog):
+    import confkd.runtime as runtime
+
+    cpu = torch.device("cpu")
+    assert select_precision(cpu, "auto").dtype is None  # never implicitly on a CPU
+    assert select_precision(cpu, "no").enabled is False
+    bf16 = select_precision(cpu, "bf16")
+    assert bf16.dtype is torch.bfloat16 and not bf16.needs_grad_scaler
+    with bf16.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.bfloat16
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="confkd.runtime"):
+        select_precision(cpu, "bf16")
+    assert "emulated" in caplog.text
