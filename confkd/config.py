@@ -422,6 +422,11 @@ class Params(_Strict):
         unknown = [m for m in self.export.models if m not in known]
         if unknown:
             raise ValueError(f"export.models: unknown model(s) {unknown} (known: {sorted(known)})")
+        for name, cfg in self.distill.configs.items():
+            wanted = _deep_merge(self.distill.defaults, cfg or {}).get("augmented_size") or 0
+            if isinstance(wanted, int) and wanted > self.augment.size:
+                raise ValueError(f"distill.configs.{name}.augmented_size: {wanted} augmented examples wanted but "
+                                 f"augment.size is {self.augment.size}")
         return self
 
 

@@ -11,6 +11,8 @@ dvc exp run --temp "$@" \
   -S augment.size=3000 \
   -S distill.defaults.max_steps=100 -S distill.defaults.intermediate_steps=30 -S distill.defaults.eval_every_steps=50 \
   -S distill.configs.internal_pid.intermediate_steps=20 -S distill.configs.internal_sid.intermediate_steps=20 \
+  -S distill.configs.kd_logits_2l_aug.max_steps=100 -S distill.configs.kd_logits_2l_aug.eval_every_steps=50 \
+  -S distill.configs.kd_logits_2l_aug.augmented_size=3000 \
   -S distill.configs.sparse_dan.max_steps=400 -S distill.configs.sparse_dan.finetune_steps=150 \
   -S distill.configs.sparse_dan.augmented_size=3000 -S distill.configs.sparse_dan.student.max_features=20000 \
   -S distill.configs.sparse_dan.eval_every_steps=100 \

@@ -138,6 +138,8 @@ def copy_repo_tiny(root: Path, model_dir: Path) -> Path:
     for cfg in params["distill"]["configs"].values():
         for key in ("max_steps", "finetune_steps", "intermediate_steps", "eval_every_steps"):
             cfg.pop(key, None)
+        if cfg.get("augmented_size"):
+            cfg["augmented_size"] = min(cfg["augmented_size"], params["augment"]["size"])
         if cfg.get("student", {}).get("kind") == "dan":
             cfg["student"]["max_features"] = 2000
         else:
