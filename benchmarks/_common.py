@@ -53,6 +53,14 @@ def run_config(name: str, overrides: dict, scratch: Path, base: str | None = Non
     return metrics
 
 
+def mean_std(runs: list[dict], keys) -> dict[str, float]:
+    """``{<key>_mean, <key>_std}`` over repeated runs (population std, as numpy's default)."""
+    import numpy as np
+
+    return {f"{k}_{stat}": float(fn([r[k] for r in runs])) for k in keys
+            for stat, fn in (("mean", np.mean), ("std", np.std))}
+
+
 def write_results(stem: str, results: dict, markdown: list[str]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")

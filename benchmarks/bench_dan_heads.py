@@ -15,9 +15,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from _common import machine, run_config, write_results
+from _common import machine, mean_std, run_config, write_results
 
 KEYS = ("dev_accuracy", "dev_sigma", "accuracy", "retention", "agreement", "sigma", "train_seconds")
 
@@ -42,8 +40,7 @@ def main() -> None:
                                    {"seed": seed, "student": {"hidden_dims": head}}, Path(tmp), base=base)
                     runs[key].append({"seed": seed, **{k: m[k] for k in KEYS}})
                     print(key, runs[key][-1], flush=True)
-    summary = {key: {f"{k}_{stat}": float(fn([r[k] for r in rs])) for k in KEYS
-                     for stat, fn in (("mean", np.mean), ("std", np.std))} for key, rs in runs.items()}
+    summary = {key: mean_std(rs, KEYS) for key, rs in runs.items()}
     cmd = f"python benchmarks/bench_dan_heads.py --heads {' '.join(args.heads)} --seeds {args.seeds} --bases {args.bases}"
     md = ["# Sparse DAN heads (SST-2, mean ± std over seeds " + ", ".join(map(str, seeds)) + ")", "",
           f"Machine: {machine()}. Command: `{cmd}`.", "",

@@ -13,9 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from _common import machine, run_config, write_results
+from _common import machine, mean_std, run_config, write_results
 
 METHODS = ("kd_logits", "internal_pid", "internal_sid")
 SEEDS = (1, 2, 3)
@@ -37,10 +35,7 @@ def main() -> None:
                 runs[method].append({k: m[k] for k in ("accuracy", "retention", "agreement", "sigma", "nll", "ece",
                                                       "train_seconds")})
                 print(method, seed, runs[method][-1], flush=True)
-    summary = {}
-    for method, rs in runs.items():
-        summary[method] = {f"{k}_{stat}": float(fn([r[k] for r in rs])) for k in ("accuracy", "agreement", "sigma", "ece")
-                           for stat, fn in (("mean", np.mean), ("std", np.std))}
+    summary = {method: mean_std(rs, ("accuracy", "agreement", "sigma", "ece")) for method, rs in runs.items()}
     md = ["# Internal-representation KD vs soft-label KD (SST-2, 3 seeds)", "",
           f"Machine: {machine()}. Command: `python benchmarks/bench_internal_vs_kd.py --steps {args.steps} "
           f"--intermediate-steps {args.intermediate_steps} --methods {args.methods}`.",

@@ -17,10 +17,9 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import optuna
 
-from _common import ROOT, machine, run_config, write_results
+from _common import ROOT, machine, mean_std, run_config, write_results
 
 SCHEMES = ["uniform", "first", "last", "skip"]
 RATIOS = {"att1:hid1": (1.0, 1.0), "att4:hid1": (1.0, 0.25), "att1:hid4": (0.25, 1.0)}
@@ -99,9 +98,7 @@ def main() -> None:
     for row in grid[: args.top]:
         key = f"{row['scheme']}/{row['ratio']}"
         runs = [{k: row[k] for k in KEYS}, *seeded[key].values()]
-        repeated[key] = {f"{k}_{stat}": float(fn([r[k] for r in runs])) for k in ("accuracy", "agreement", "sigma",
-                                                                                 "dev_accuracy")
-                         for stat, fn in (("mean", np.mean), ("std", np.std))}
+        repeated[key] = mean_std(runs, ("accuracy", "agreement", "sigma", "dev_accuracy"))
 
     md = ["# Layer mapping x loss weights (TinyBERT-style, SST-2)", "",
           f"Machine: {machine()}. Command: `python benchmarks/bench_mapping_grid.py --steps {args.steps} "
