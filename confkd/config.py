@@ -109,6 +109,8 @@ class TeacherParams(_Strict):
     selection_metric: Literal["accuracy", "macro_f1", "nll"] = "accuracy"
     checkpoint_every_steps: int = Field(100, ge=1)
     keep_checkpoints: bool = False
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="average the weights (EMA); null: off")
+    layerwise_lr_decay: Optional[float] = Field(None, gt=0, le=1, description="LLRD factor per layer; null: off")
 
 
 class AugmentParams(_Strict):

@@ -22,6 +22,7 @@ def test_defaults_parse_from_empty_mapping():
         ({"teacher": {"learning_rat": 1e-4}}, "teacher.learning_rat: unknown key"),
         ({"teacher": {"epochs": "three"}}, "teacher.epochs"),
         ({"teacher": {"batch_size": 0}}, "teacher.batch_size"),
+        ({"teacher": {"ema_decay": 1.0}}, "teacher.ema_decay"),
         ({"prepare": {"dev_fraction": 0.9}}, "prepare.dev_fraction"),
         ({"task": {"source": "hf"}}, "task.hf_id"),
         ({"task": {"source": "local"}}, "task.files"),

@@ -10,7 +10,7 @@ from confkd.errors import DataError, ModelNotFound
 from confkd.models.hf import load_classifier, load_tokenizer, resolve_model_path
 from confkd.runtime import select_precision
 from confkd.training.batching import length_grouped_batches, pad_batch, sorted_batches
-from confkd.training.loop import LoopConfig, fit, linear_warmup_decay
+from confkd.training.loop import LoopConfig, WeightAverage, fit, layer_depth, linear_warmup_decay, make_optimizer
 
 from .conftest import NEGATIVE, POSITIVE
 
@@ -49,7 +49,8 @@ def test_warmup_then_linear_decay():
     assert lrs == pytest.approx([0.5, 1.0, 1.0, 0.75, 0.5, 0.25])
 
 
-def _toy_training(tiny_model_dir, max_steps=12, checkpoint_dir=None, fail_at=None, evaluate=None, patience=100):
+def _toy_training(tiny_model_dir, max_steps=12, checkpoint_dir=None, fail_at=None, evaluate=None, patience=100,
+                  ema_decay=None):
     torch.manual_seed(0)
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = load_classifier(str(tiny_model_dir), ["negative", "positive"])
@@ -73,7 +74,8 @@ def _toy_training(tiny_model_dir, max_steps=12, checkpoint_dir=None, fail_at=Non
             return {"accuracy": (m(**enc).logits.argmax(1) == labels).float().mean().item()}
 
     cfg = LoopConfig(epochs=100, max_steps=max_steps, learning_rate=5e-3, warmup_ratio=0.0, eval_every_steps=3,
-                     checkpoint_every_steps=2, early_stopping_patience=patience, selection_metric="accuracy")
+                     checkpoint_every_steps=2, early_stopping_patience=patience, selection_metric="accuracy",
+                     ema_decay=ema_decay)
     result = fit(model, batches_for_epoch=lambda e: length_grouped_batches(lengths, 4, 0, e, 2), step_loss=step_loss,
                  batch_size_of=len, evaluate=evaluate or default_eval, cfg=cfg,
                  precision=select_precision(torch.device("cpu"), "auto"), checkpoint_dir=checkpoint_dir, fingerprint="fp")
@@ -98,6 +100,77 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_model_dir, tmp_path):
     assert result.resumed_from_step == 6  # last checkpoint before the crash at step 8
     assert len(losses) == 12 - 6
     assert result.steps == ref_result.steps and result.best_step == ref_result.best_step
+    for (k, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_layer_depth_of_encoder_parameters():
+    assert layer_depth("bert.embeddings.word_embeddings.weight", 6) == 0
+    assert layer_depth("bert.encoder.layer.0.attention.self.query.weight", 6) == 1
+    assert layer_depth("bert.encoder.layer.5.output.LayerNorm.bias", 6) == 6
+    assert layer_depth("model.layers.11.mlp.weight", 12) == 12
+    assert layer_depth("bert.pooler.dense.weight", 6) == 7
+    assert layer_depth("classifier.weight", 6) == 7
+
+
+def test_layerwise_learning_rate_decay_hand_computed(tiny_model_dir):
+    model = load_classifier(str(tiny_model_dir), ["negative", "positive"])
+    layers = model.config.num_hidden_layers
+    opt = make_optimizer(model, 1e-3, 0.01, layerwise_lr_decay=0.5, num_layers=layers)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert lr_of[id(params["classifier.weight"])] == (pytest.approx(1e-3), 0.01)
+    assert lr_of[id(params["bert.encoder.layer.0.attention.self.query.weight"])][0] == pytest.approx(1e-3 * 0.5 ** layers)
+    assert lr_of[id(params["bert.embeddings.word_embeddings.weight"])][0] == pytest.approx(1e-3 * 0.5 ** (layers + 1))
+    assert lr_of[id(params["bert.embeddings.LayerNorm.weight"])][1] == 0.0  # no decay on LayerNorm
+    assert len(lr_of) == sum(1 for p in model.parameters() if p.requires_grad)
+    plain = make_optimizer(model, 1e-3, 0.01)
+    assert [g["weight_decay"] for g in plain.param_groups] == [0.01, 0.0]
+    assert {g["lr"] for g in plain.param_groups} == {1e-3}
+    with pytest.raises(ValueError, match="layerwise_lr_decay"):
+        make_optimizer(model, 1e-3, 0.01, layerwise_lr_decay=1.5, num_layers=layers)
+
+
+def test_weight_average_hand_computed():
+    model = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+        model.bias.fill_(0.0)
+    ema = WeightAverage(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update()  # decay min(0.5, 1/10) = 0.1: 0.1 * 1 + 0.9 * 3 = 2.8
+    assert ema.shadow["weight"].item() == pytest.approx(2.8)
+    with torch.no_grad():
+        model.weight.fill_(5.0)
+    ema.update()  # decay min(0.5, 2/11): 2/11 * 2.8 + 9/11 * 5 = 4.6
+    assert ema.shadow["weight"].item() == pytest.approx(4.6)
+    for _ in range(20):
+        ema.update()
+    assert ema.current_decay() == 0.5  # the ramp is capped by the configured decay
+    averaged = ema.averaged_state(model)
+    assert averaged["weight"].item() == pytest.approx(5.0, abs=1e-3) and averaged["bias"].item() == 0.0
+    assert model.weight.item() == 5.0  # the live weights are untouched
+    with pytest.raises(ValueError, match="ema_decay"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_weight_averaging_leaves_training_alone_and_returns_averaged_weights(tiny_model_dir):
+    plain, _, plain_losses = _toy_training(tiny_model_dir, max_steps=12)
+    averaged, result, losses = _toy_training(tiny_model_dir, max_steps=12, ema_decay=0.9)
+    assert losses == plain_losses  # evaluating the average must not disturb the live weights
+    assert result.best_step > 0
+    differs = [k for k, v in averaged.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, plain.state_dict()[k])]
+    assert differs  # the returned (best) weights are the average, not the live weights
+
+
+def test_interrupted_run_with_weight_averaging_resumes_to_identical_weights(tiny_model_dir, tmp_path):
+    reference, _, _ = _toy_training(tiny_model_dir, ema_decay=0.9)
+    with pytest.raises(KeyboardInterrupt):
+        _toy_training(tiny_model_dir, checkpoint_dir=tmp_path, fail_at=7, ema_decay=0.9)
+    resumed, result, _ = _toy_training(tiny_model_dir, checkpoint_dir=tmp_path, ema_decay=0.9)
+    assert result.resumed_from_step == 6
     for (k, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
 

@@ -5,6 +5,8 @@ What it guarantees:
 * evaluation on a held-out split every ``eval_every_steps`` and at each epoch end, best-weights
   selection and early stopping on a chosen metric (never the test split);
 * evaluation runs under a forked RNG, so it has no side effect on training randomness;
+* optionally an exponential moving average of the weights (Polyak averaging): evaluation, selection
+  and the returned weights use the average, which smooths the step-to-step noise of fine-tuning;
 * a checkpoint (weights, optimiser, scheduler, scaler, RNG states, position in the epoch) every
   ``checkpoint_every_steps``: an interrupted run resumes where it stopped and ends with the same
   weights as an uninterrupted one; a checkpoint whose fingerprint differs is ignored.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,9 @@ class LoopConfig:
     selection_metric: str = "accuracy"
     checkpoint_every_steps: int = 100
     restore_best: bool = True  # False: keep the last weights (phases whose dev metric is not the goal)
+    ema_decay: float | None = None  # None: no weight averaging; else the EMA decay (e.g. 0.999)
+    layerwise_lr_decay: float | None = None  # None: one learning rate; else LLRD (needs num_layers)
+    num_layers: int | None = None  # encoder depth, for layerwise_lr_decay
 
     @property
     def higher_is_better(self) -> bool:
@@ -69,14 +75,41 @@ class FitResult:
         return self.samples_seen / self.train_seconds if self.train_seconds > 0 else float("nan")
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+_LAYER_INDEX = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """Depth of a parameter in an encoder: 0 embeddings, 1..L transformer layer, L + 1 the rest (pooler, head)."""
+    if "embeddings" in name:
+        return 0
+    match = _LAYER_INDEX.search(name)
+    return int(match.group(1)) + 1 if match else num_layers + 1
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                   layerwise_lr_decay: float | None = None, num_layers: int | None = None) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases/LayerNorm.
+
+    With ``layerwise_lr_decay`` (LLRD, as in ELECTRA and Sun et al. 2019's fine-tuning study) a
+    parameter at depth ``d`` (see :func:`layer_depth`) gets ``lr * decay ** (L + 1 - d)``: the head keeps
+    ``lr``, lower layers and the embeddings move less, which guards what pre-training learned.
+    """
+    if layerwise_lr_decay is not None and not 0.0 < layerwise_lr_decay <= 1.0:
+        raise ValueError(f"layerwise_lr_decay must be in (0, 1], got {layerwise_lr_decay}")
+    if layerwise_lr_decay is not None and num_layers is None:
+        raise ValueError("layerwise_lr_decay needs num_layers")
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+        scale = 1.0
+        if layerwise_lr_decay is not None:
+            scale = layerwise_lr_decay ** (num_layers + 1 - layer_depth(name, num_layers))
+        decays = not (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
+        groups.setdefault((scale, decays), []).append(p)
+    param_groups = [{"params": ps, "lr": lr * scale, "weight_decay": weight_decay if decays else 0.0}
+                    for (scale, decays), ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))]
+    return torch.optim.AdamW(param_groups, lr=lr)
 
 
 def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -86,6 +119,45 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup: int, total: in
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point weights and buffers.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the average is
+    not dominated by the initial weights in short runs (the schedule of TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``).
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.updates = 0
+        self._live = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.shadow = {k: v.detach().clone() for k, v in self._live.items()}
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        weight = 1.0 - self.current_decay()
+        keys = list(self.shadow)
+        torch._foreach_lerp_([self.shadow[k] for k in keys], [self._live[k] for k in keys], weight)
+        self.updates += 1
+
+    def averaged_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The model's full state dict with the averaged tensors in place of the live ones."""
+        return {k: self.shadow.get(k, v).detach().clone() for k, v in model.state_dict().items()}
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = state["updates"]
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
 
 
 def _rng_state() -> dict:
@@ -136,10 +208,12 @@ def fit(
         raise ValueError("no training batches: the training set is empty")
     total_steps = cfg.max_steps if cfg.max_steps is not None else steps_per_epoch * cfg.epochs
     epochs_needed = math.ceil(total_steps / steps_per_epoch)
-    optimizers = list(optimizers) if optimizers else [make_optimizer(model, cfg.learning_rate, cfg.weight_decay)]
+    optimizers = list(optimizers) if optimizers else [make_optimizer(
+        model, cfg.learning_rate, cfg.weight_decay, cfg.layerwise_lr_decay, cfg.num_layers)]
     schedulers = [linear_warmup_decay(o, int(cfg.warmup_ratio * total_steps), total_steps) for o in optimizers]
     clip_parameters = list(clip_parameters) if clip_parameters is not None else [p for p in model.parameters() if p.requires_grad]
     scaler = torch.amp.GradScaler(enabled=precision.needs_grad_scaler)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
 
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_score": None, "best_step": 0,
              "bad_evals": 0, "history": [], "samples_seen": 0, "train_seconds": 0.0, "eval_seconds": 0.0,
@@ -159,6 +233,8 @@ def fit(
                 for sch, sch_state in zip(schedulers, saved["schedulers"]):
                     sch.load_state_dict(sch_state)
                 scaler.load_state_dict(saved["scaler"])
+                if ema is not None:
+                    ema.load_state_dict(saved["ema"])
                 state = saved["loop"]
                 _set_rng_state(saved["rng"])
                 best_state = torch.load(best_path, map_location="cpu", weights_only=True)
@@ -175,12 +251,17 @@ def fit(
             return
         _save({"fingerprint": fingerprint, "model": model.state_dict(),
                "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
-               "scaler": scaler.state_dict(), "loop": state, "rng": _rng_state()}, ckpt_path)
+               "scaler": scaler.state_dict(), "loop": state, "rng": _rng_state(),
+               "ema": ema.state_dict() if ema is not None else None}, ckpt_path)
 
     def run_eval() -> bool:
         """Evaluate, track the best weights; returns True when early stopping triggers."""
         nonlocal best_state
         t0 = time.perf_counter()
+        live = None
+        if ema is not None:  # evaluate (and select) the averaged weights, then put the live ones back
+            live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(ema.averaged_state(model))
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             metrics = evaluate(model)
         model.train()
@@ -197,6 +278,8 @@ def fit(
                 _save(best_state, best_path)
         else:
             state["bad_evals"] += 1
+        if live is not None:
+            model.load_state_dict(live)
         log.info("step %d: %s%s", state["step"], ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
                  " (best)" if better else "")
         if on_evaluate is not None:
@@ -225,6 +308,8 @@ def fit(
             scaler.update()
             for sch in schedulers:
                 sch.step()
+            if ema is not None:
+                ema.update()
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
             state["step"] += 1
@@ -252,6 +337,8 @@ def fit(
     bar.close()
     if cfg.restore_best:
         model.load_state_dict(best_state)
+    elif ema is not None:
+        model.load_state_dict(ema.averaged_state(model))
     distributed.check_identical(model)
     best = next((h for h in state["history"] if h["step"] == state["best_step"]), {})
     return FitResult(

@@ -113,7 +113,8 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
         epochs=tp.epochs, max_steps=tp.max_steps, learning_rate=tp.learning_rate, weight_decay=tp.weight_decay,
         warmup_ratio=tp.warmup_ratio, max_grad_norm=tp.max_grad_norm, eval_every_steps=tp.eval_every_steps,
         early_stopping_patience=tp.early_stopping_patience, selection_metric=f"dev_{tp.selection_metric}",
-        checkpoint_every_steps=tp.checkpoint_every_steps,
+        checkpoint_every_steps=tp.checkpoint_every_steps, ema_decay=tp.ema_decay,
+        layerwise_lr_decay=tp.layerwise_lr_decay, num_layers=getattr(model.config, "num_hidden_layers", None),
     )
     result = fit(
         model, batches_for_epoch=batches_for_epoch, step_loss=step_loss, batch_size_of=len, evaluate=evaluate,
