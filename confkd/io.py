@@ -67,6 +67,28 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
 
 
+def read_model_json(path: str | os.PathLike, what: str, *, fmt: str | None = None,
+                    version: int | None = None) -> Any:
+    """Parse a model folder's JSON file (config, manifest, featurizer); any problem is ``ModelNotFound``.
+
+    With ``fmt`` the file must be an object whose ``format`` is ``fmt`` (called ``what`` in the error)
+    and whose ``version`` is ``version``, so a folder of another kind or release is refused by name.
+    """
+    from confkd.errors import ModelNotFound
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelNotFound(f"'{path}' is unreadable or not valid JSON: {err}") from None
+    if fmt is not None:
+        if not isinstance(data, dict) or data.get("format") != fmt:
+            raise ModelNotFound(f"'{path}' is not {what} (format must be {fmt!r})")
+        if data.get("version") != version:
+            raise ModelNotFound(f"'{path}': unsupported version {data.get('version')!r} (this code reads {version})")
+    return data
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -6,12 +6,11 @@ recognise it and rebuild the text -> inputs step without the PyTorch source fold
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from confkd.errors import ModelNotFound
-from confkd.io import write_json
+from confkd.io import read_model_json, write_json
 
 EXPORT_FORMAT = "confkd-onnx-export"
 EXPORT_VERSION = 1
@@ -67,14 +66,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ModelNotFound(f"exported model folder '{directory}' does not exist (run the export stage)")
     if not path.is_file():
         raise ModelNotFound(f"'{directory}' has no {MANIFEST_FILE} (not an exported model folder)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelNotFound(f"'{path}' is unreadable or not valid JSON: {err}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
-        raise ModelNotFound(f"'{path}' is not an export manifest (format must be {EXPORT_FORMAT!r})")
-    if manifest.get("version") != EXPORT_VERSION:
-        raise ModelNotFound(f"'{path}': unsupported version {manifest.get('version')!r} (this code reads {EXPORT_VERSION})")
+    manifest = read_model_json(path, "an export manifest", fmt=EXPORT_FORMAT, version=EXPORT_VERSION)
     for key in ("kind", "labels", "inputs", "files"):
         if key not in manifest:
             raise ModelNotFound(f"'{path}' lacks the key '{key}'")

@@ -21,7 +21,6 @@ Paper scale is K = 1M n-grams and 1000-dim embeddings (~1B parameters); the defa
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from confkd.errors import DataError, ModelNotFound, ParamsError
-from confkd.io import atomic_dir, write_json
+from confkd.io import atomic_dir, read_model_json, write_json
 
 __all__ = [
     "DEFAULT_TOKEN_PATTERN",
@@ -319,10 +318,7 @@ class NgramFeaturizer:
         path = Path(path)
         if not path.is_file():
             raise ModelNotFound(f"featurizer file '{path}' does not exist")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ModelNotFound(f"featurizer file '{path}' is unreadable or not valid JSON: {err}") from None
+        data = read_model_json(path, "a featurizer")
         try:
             return cls.from_dict(data)
         except ModelNotFound as err:
@@ -534,14 +530,7 @@ class DANStudent:
             if not (directory / name).is_file():
                 raise ModelNotFound(f"DAN student folder '{directory}' has no {name} (not a saved DANStudent?)")
         config_path = directory / CONFIG_FILE
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ModelNotFound(f"'{config_path}' is unreadable or not valid JSON: {err}") from None
-        if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
-            raise ModelNotFound(f"'{config_path}' is not a DAN student config (format must be {MODEL_FORMAT!r})")
-        if config.get("version") != FORMAT_VERSION:
-            raise ModelNotFound(f"'{config_path}': unsupported version {config.get('version')!r} (this code reads {FORMAT_VERSION})")
+        config = read_model_json(config_path, "a DAN student config", fmt=MODEL_FORMAT, version=FORMAT_VERSION)
         try:
             labels = config["labels"]
             if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
