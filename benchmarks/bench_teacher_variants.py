@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--with-default", action="store_true", help="retrain the default too (else: pipeline metrics)")
     parser.add_argument("--collect", action="store_true", help="no training: rewrite the report from the saved runs")
     args = parser.parse_args()
+    from confkd.runtime import setup_logging
+
+    setup_logging("INFO")  # the teacher's per-evaluation dev metrics, as in the pipeline's own log
     names = [] if args.collect else args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
