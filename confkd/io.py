@@ -13,6 +13,8 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
+from confkd.errors import ModelNotFound
+
 
 def _umask_mode(directory: bool) -> int:
     """Permissions a plain open()/mkdir() would give (mkstemp/mkdtemp use 0600/0700)."""
@@ -74,8 +76,6 @@ def read_model_json(path: str | os.PathLike, what: str, *, fmt: str | None = Non
     With ``fmt`` the file must be an object whose ``format`` is ``fmt`` (called ``what`` in the error)
     and whose ``version`` is ``version``, so a folder of another kind or release is refused by name.
     """
-    from confkd.errors import ModelNotFound
-
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

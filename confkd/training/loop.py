@@ -148,8 +148,11 @@ class WeightAverage:
         self.updates += 1
 
     def averaged_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """The model's full state dict with the averaged tensors in place of the live ones."""
-        return {k: self.shadow.get(k, v).detach().clone() for k, v in model.state_dict().items()}
+        """The model's full state dict with the averaged tensors in place of the live ones.
+
+        The tensors are shared, not copied: ``load_state_dict`` copies them into the model anyway.
+        """
+        return {k: self.shadow.get(k, v) for k, v in model.state_dict().items()}
 
     def state_dict(self) -> dict:
         return {"updates": self.updates, "shadow": self.shadow}
