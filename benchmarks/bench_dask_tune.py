@@ -37,7 +37,8 @@ from confkd.config import load_params
 from confkd.tuning.parallel import apply_prefect_env_defaults
 
 log = logging.getLogger("bench_dask_tune")
-INPUTS = ("data/prepared", "models/teacher", "artifacts/teacher/logits", "data/augmented", "artifacts/augment")
+INPUTS = ("data/prepared", "models/teacher", "artifacts/teacher/logits", "artifacts/teacher_reference/logits",
+          "data/augmented", "artifacts/augment")
 
 
 def scratch_repo(scratch: Path, trials: int, steps: int) -> dict:

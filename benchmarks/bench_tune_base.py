@@ -18,7 +18,8 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, machine, run_config, write_results
 
-LINKED = ("data/prepared", "models/teacher", "artifacts/teacher/logits", "data/augmented", "artifacts/augment")
+LINKED = ("data/prepared", "models/teacher", "artifacts/teacher/logits", "artifacts/teacher_reference/logits",
+          "data/augmented", "artifacts/augment")
 
 
 def main() -> None:

@@ -206,6 +206,7 @@ class DistillConfig(_Strict):
     epochs: int = Field(1, ge=1)  # per phase, unless the phase says otherwise
     max_steps: Optional[int] = Field(None, ge=1)  # per prediction phase
     intermediate_steps: Optional[int] = Field(None, ge=1)  # per intermediate phase
+    intermediate_learning_rate: Optional[float] = Field(None, gt=0)  # intermediate phases (null: learning_rate)
     finetune_steps: Optional[int] = Field(None, ge=1)  # sparse_dan: gold-label fine-tuning after KD
     phases: Optional[list[PhaseParams]] = None
     max_length: int = Field(64, ge=8)
@@ -261,17 +262,60 @@ class EvalSet(_Strict):
     label_column: str = "label"
 
 
+class ConfidenceParams(_Strict):
+    """Which sigma (one definition for evaluation, selection, early stopping, tuning and the report).
+
+    ``preset: paper`` is the authors' choice (p(class 0), both-correct examples, population std); any key
+    given explicitly overrides the preset. ``preset: null``: the library defaults (top_prob, all, std).
+    Turned into a ``ConfidenceSpec`` by ``confkd.evaluation.confidence.resolve_spec``.
+    """
+
+    preset: Optional[Literal["paper"]] = "paper"
+    measure: Optional[Literal["top_prob", "teacher_class", "class_prob", "margin"]] = None
+    subset: Optional[Literal["all", "both_correct", "teacher_correct"]] = None
+    statistic: Optional[Literal["std", "mad", "rms"]] = None
+    class_name: Optional[str] = None  # class_prob: the label whose probability is compared (null: the first label)
+
+
+class KappaBoundParams(_Strict):
+    """The paper's kappa = gamma * sqrt(beta / (|X| (1 - alpha))) (our reading of the paper)."""
+
+    beta: Optional[float] = Field(None, ge=0, description="summed distillation loss; null: the student's own final "
+                                                          "training KL(teacher||student) summed over the train sample")
+    n: Optional[int] = Field(None, ge=1, description="|X|; null: the size of the train sample beta is summed over")
+    gamma: float = Field(1.0, gt=0)
+    alpha: float = Field(0.0, ge=0, lt=1)
+
+
+class KappaParams(_Strict):
+    """The phi_cnf threshold. ``reference`` (default): the teacher's own retraining noise, sigma(reference
+    teacher vs teacher) on the same split, measure and subset, from a second teacher fine-tuned with the same
+    recipe and seed ``reference_seed`` (stage ``teacher_reference``); ``fixed``: ``value``; ``bound``: the
+    paper's formula with the numbers in ``bound``."""
+
+    policy: Literal["reference", "fixed", "bound"] = "reference"
+    value: Optional[float] = Field(None, gt=0)
+    reference_seed: int = 1042
+    bound: KappaBoundParams = Field(default_factory=KappaBoundParams)
+
+    @model_validator(mode="after")
+    def _check(self) -> "KappaParams":
+        if self.policy == "fixed" and self.value is None:
+            raise ValueError("policy 'fixed' needs value: the kappa to use")
+        if self.policy != "fixed" and self.value is not None:
+            raise ValueError(f"value is used only with policy 'fixed' (policy is '{self.policy}')")
+        return self
+
+
 class EvaluateParams(_Strict):
     """Confidence-preservation evaluation (Vengertsev & Sherman 2024) and calibration metrics."""
 
     splits: list[Literal["test", "dev"]] = Field(default_factory=lambda: ["test", "dev"])
     n_bins: int = Field(15, ge=2)
     n_resamples: int = Field(1000, ge=0, description="bootstrap resamples for 95% intervals (0 = none)")
-    confidence_measure: Literal["top_prob", "teacher_class", "margin"] = "top_prob"
-    statistic: Literal["std", "mad", "rms"] = "std"
-    # phi_cnf bound: a fixed kappa, or (null) the paper's sqrt(beta/|X|) with beta the student's final
-    # training prediction loss (mean KL(teacher || student) recorded by the distill stage).
-    kappa: Optional[float] = Field(None, gt=0)
+    confidence: ConfidenceParams = Field(default_factory=ConfidenceParams)
+    kappa: KappaParams = Field(default_factory=KappaParams)
+    train_sample: int = Field(5000, ge=10, description="seeded train examples sigma(X^train) and beta are measured on")
     temperature_scaling: bool = True
     extra_sets: dict[str, EvalSet] = Field(default_factory=dict)  # run the saved models on these files
 
@@ -344,7 +388,7 @@ class SingleObjective(_Strict):
 
     metric: str = "dev_accuracy"
     constraint_metric: Optional[str] = "dev_sigma"
-    constraint_max: Optional[float] = 0.10
+    constraint_max: Optional[float] = None  # null: tune.kappa (itself null: the evaluate stage's dev kappa)
 
 
 class TuneParams(_Strict):
@@ -357,7 +401,9 @@ class TuneParams(_Strict):
     objective: Literal["multi", "single"] = "multi"
     metrics: list[str] = Field(default_factory=lambda: ["dev_accuracy", "dev_sigma"])  # multi-objective
     single: SingleObjective = Field(default_factory=SingleObjective)
-    kappa: float = Field(0.10, gt=0)  # sigma target used to pick the tuned trial from the Pareto front
+    # sigma target used to pick the tuned trial from the Pareto front (and single.constraint_max when that is
+    # null); null: the evaluate stage's kappa on dev (reference: the reference teacher's dev sigma)
+    kappa: Optional[float] = Field(None, gt=0)
     sampler: Literal["tpe", "random", "nsga2", "grid"] = "tpe"
     n_startup_trials: int = Field(6, ge=0)  # random trials before TPE models the space
     n_trials: int = Field(16, ge=1)
@@ -420,6 +466,13 @@ class Params(_Strict):
     def _check_names(self) -> "Params":
         if self.tune.base is not None and self.tune.base not in self.distill.configs:
             raise ValueError(f"tune.base: no distill configuration named '{self.tune.base}'")
+        if self.tune.kappa is None and self.evaluate.kappa.policy == "bound":
+            raise ValueError("tune.kappa: give a number when evaluate.kappa.policy is 'bound' (the bound is "
+                             "per student, the tuning target must be one number)")
+        labels = self.task.labels
+        name = self.evaluate.confidence.class_name
+        if name is not None and labels is not None and name not in labels:
+            raise ValueError(f"evaluate.confidence.class_name: '{name}' is not one of task.labels {labels}")
         known = {"teacher", self.tune.name, *self.distill.configs}
         unknown = [m for m in self.export.models if m not in known]
         if unknown:

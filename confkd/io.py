@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -14,6 +15,28 @@ import numpy as np
 import pandas as pd
 
 from confkd.errors import ModelNotFound
+
+
+def fingerprint(*parts: str | bytes | os.PathLike) -> str:
+    """SHA-256 (hex) of ``parts`` in order: strings and bytes as given, paths by their WHOLE content (a
+    folder: every file under it, sorted by relative path, names included). The one content hash behind
+    resumable checkpoints and labelling shards: a changed input means a different fingerprint."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, (bytes, bytearray)):
+            h.update(b"b" + bytes(part))
+        elif isinstance(part, str):
+            h.update(b"s" + part.encode())
+        else:
+            path = Path(part)
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for f in files:
+                h.update(b"f" + f.relative_to(path).as_posix().encode() if path.is_dir() else b"f")
+                with open(f, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 def _umask_mode(directory: bool) -> int:

@@ -39,6 +39,18 @@ def run_teacher(params: Params) -> None:
     train_teacher(params)
 
 
+def run_teacher_reference(params: Params) -> None:
+    """A second teacher, same recipe, seed ``evaluate.kappa.reference_seed``: the yardstick of kappa policy
+    ``reference`` (the teacher's own retraining noise)."""
+    from confkd.training.teacher import TeacherPaths, reference_params, train_teacher
+
+    name = "teacher_reference"
+    train_teacher(reference_params(params), TeacherPaths(
+        model_dir=Path("models") / name, logits_dir=Path("artifacts") / name / "logits",
+        metrics_path=Path("metrics") / f"{name}.json", history_path=Path("plots") / name / "history.csv",
+        checkpoint_dir=Path("checkpoints") / name))
+
+
 AUGMENTED_FILE = Path("data/augmented/augmented.jsonl")
 AUGMENTED_LOGITS = Path("artifacts/augment/logits.npz")
 
@@ -98,7 +110,7 @@ def _with_tuned(params: Params, config: str) -> Params:
     """``params`` plus the tuned configuration, when ``config`` names it (written by the tune stage)."""
     if config != params.tune.name or config in params.distill.configs:
         return params
-    from confkd.tuning.results import with_tuned_config
+    from confkd.tuning.tuned import with_tuned_config
 
     return with_tuned_config(params)
 
@@ -120,7 +132,7 @@ def run_evaluate(params: Params, config: str | None = None) -> None:
     from confkd.evaluation.stage import evaluate_model
 
     if not config:
-        raise ParamsError("evaluate needs --config NAME ('teacher' or a distillation configuration)")
+        raise ParamsError("evaluate needs --config NAME ('teacher', 'teacher_reference' or a distillation configuration)")
     evaluate_model(_with_tuned(params, config), config)
 
 
@@ -130,7 +142,8 @@ def run_report(params: Params) -> None:
     write_summary(params)
 
 
-STAGES = {"prepare": run_prepare, "validate": run_validate, "teacher": run_teacher, "augment": run_augment,
+STAGES = {"prepare": run_prepare, "validate": run_validate, "teacher": run_teacher,
+          "teacher_reference": run_teacher_reference, "augment": run_augment,
           "distill": run_distill, "evaluate": run_evaluate, "tune": run_tune, "report": run_report,
           "export": run_export}
 # Stages that run once per named configuration (``--config``).

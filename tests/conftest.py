@@ -95,7 +95,7 @@ def trained_teacher(tmp_path_factory, tiny_model_dir):
     """Prepared toy data and a tiny fine-tuned teacher with cached logits, in a scratch root."""
     from confkd.data.loaders import TaskData
     from confkd.data.prepare import prepare, write_prepared
-    from confkd.training.teacher import TeacherPaths, train_teacher
+    from confkd.training.teacher import TeacherPaths, reference_params, train_teacher
 
     root = tmp_path_factory.mktemp("distill")
     texts = [f"{t} {i}" for i, t in enumerate((POSITIVE + NEGATIVE) * 4)]
@@ -109,6 +109,11 @@ def trained_teacher(tmp_path_factory, tiny_model_dir):
                          history_path=root / "plots/teacher.csv", checkpoint_dir=root / "checkpoints/teacher")
     write_prepared(prepare(params, task), paths.prepared_dir, root / "r.json", root / "m.json")
     train_teacher(params, paths)
+    # the reference teacher (kappa policy 'reference'): same recipe, another seed
+    train_teacher(reference_params(params), TeacherPaths(
+        prepared_dir=root / "data/prepared", model_dir=root / "models/teacher_reference",
+        logits_dir=root / "artifacts/teacher_reference/logits", metrics_path=root / "metrics/teacher_reference.json",
+        history_path=root / "plots/teacher_reference.csv", checkpoint_dir=root / "checkpoints/teacher_reference"))
     return root
 
 

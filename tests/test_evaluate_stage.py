@@ -7,7 +7,9 @@ import pytest
 
 from confkd.distill.trainer import distill
 from confkd.errors import DataError
+from confkd.evaluation.confidence import resolve_spec, sigma_from_logits
 from confkd.evaluation.stage import evaluate_model
+from confkd.training.teacher import load_logits
 from confkd.evaluation.summary import build_summary, write_summary
 
 from .conftest import distill_paths, tiny_params
@@ -29,16 +31,29 @@ def test_evaluate_writes_metrics_predictions_and_plots(evaluated, monkeypatch):
     monkeypatch.chdir(root)
     result = evaluate_model(params, "kd", out_root=root)
     saved = json.loads((root / "metrics/eval/kd.json").read_text())
-    assert set(saved) == {"test", "dev"}
+    assert set(saved) == {"test", "dev", "train", "confidence", "kappa_policy"}
+    assert saved["kappa_policy"] == "reference"
     test = saved["test"]
     for key in ("accuracy", "macro_f1", "agreement", "ece", "ece_adaptive", "mce", "brier", "nll", "kl_to_teacher",
                 "js_to_teacher", "conf_pearson", "mean_abs_conf_gap", "max_abs_conf_gap", "sigma", "kappa", "phi_cnf",
-                "aurc", "accuracy_ci_low", "accuracy_ci_high", "ts_ece", "temperature"):
+                "pinsker_bound", "sigma_n", "aurc", "accuracy_ci_low", "accuracy_ci_high", "ts_ece", "temperature"):
         assert key in test, key
     assert test["accuracy_ci_low"] <= test["accuracy"] <= test["accuracy_ci_high"]
     distilled = json.loads((root / "metrics/distill/kd.json").read_text())
-    assert test["kappa"] == pytest.approx(np.sqrt(distilled["train_kl_to_teacher"]))
+    # kappa policy 'reference': sigma of the reference teacher against the teacher, same split and definition
+    ids = [json.loads(line)["id"] for line in (root / "data/prepared/test.jsonl").read_text().splitlines()]
+    labels = [json.loads(line)["label"] for line in (root / "data/prepared/test.jsonl").read_text().splitlines()]
+    teacher = load_logits(root / "artifacts/teacher/logits/test.npz", ids)
+    reference = load_logits(root / "artifacts/teacher_reference/logits/test.npz", ids)
+    spec = resolve_spec(params.evaluate.confidence)
+    assert test["kappa"] == pytest.approx(sigma_from_logits(teacher, reference, labels, spec))
     assert test["phi_cnf"] == float(test["sigma"] <= test["kappa"])
+    # one sigma: the distill stage's dev_sigma (model selection, tune objective) is the evaluate stage's
+    assert saved["dev"]["sigma"] == pytest.approx(distilled["dev_sigma"], abs=1e-12)
+    assert test["sigma"] == pytest.approx(distilled["sigma"], abs=1e-12)
+    # sigma(X^train) on the train sample the distill stage saved
+    assert saved["train"]["n_examples"] == distilled["train_sample_size"]
+    assert saved["train"]["sigma"] >= 0
     assert test["accuracy"] == pytest.approx(distilled["accuracy"])  # same logits as the distill stage scored
     preds = (root / "predictions/kd/test.csv").read_text().splitlines()
     assert preds[0].startswith("id,label,teacher_pred,student_pred,teacher_conf,student_conf,conf_gap")
@@ -47,7 +62,6 @@ def test_evaluate_writes_metrics_predictions_and_plots(evaluated, monkeypatch):
         assert (root / "plots/eval/kd" / plot).exists()
     for fig in ("reliability_test.png", "confidence_test.png", "risk_coverage_test.png"):
         assert (root / "reports/figures/kd" / fig).read_bytes()[:4] == b"\x89PNG"
-    assert result["kappa_source"] == "sqrt(final training KL)"
 
 
 def test_teacher_against_itself_and_summary(evaluated, monkeypatch):
@@ -69,11 +83,40 @@ def test_missing_student_predictions_are_a_clear_error(evaluated, monkeypatch, t
     params, root = evaluated
     monkeypatch.chdir(root)
     more = tiny_params(tiny_model_dir, {"never_ran": {"method": "kd_logits"}})
-    with pytest.raises(DataError, match="never_ran.*listed in params but its predictions are missing"):
+    with pytest.raises(DataError, match="model 'never_ran' has no .* logits.*dvc repro distill@never_ran"):
         evaluate_model(more, "never_ran", out_root=root)
-    with pytest.raises(DataError, match="neither 'teacher' nor a configuration"):
+    with pytest.raises(DataError, match="neither 'teacher'.* nor a configuration"):
         evaluate_model(params, "nope", out_root=root)
     assert not (root / "metrics/eval/never_ran.json").exists()
+
+
+def test_missing_reference_teacher_names_the_stage_to_run(evaluated, monkeypatch):
+    params, root = evaluated
+    monkeypatch.chdir(root)
+    ref = root / "artifacts/teacher_reference"
+    ref.rename(root / "artifacts/moved_reference")
+    try:
+        with pytest.raises(DataError, match=r"teacher_reference.*run `dvc repro teacher_reference`"):
+            evaluate_model(params, "kd", out_root=root)
+    finally:
+        (root / "artifacts/moved_reference").rename(ref)
+    # the other policies do not need it
+    fixed = params.model_copy(deep=True)
+    fixed.evaluate.kappa = type(params.evaluate.kappa)(policy="fixed", value=0.05)
+    ref.rename(root / "artifacts/moved_reference")
+    try:
+        result = evaluate_model(fixed, "kd", out_root=root)
+    finally:
+        (root / "artifacts/moved_reference").rename(ref)
+    assert result["test"]["kappa"] == 0.05 and result["dev"]["kappa"] == 0.05
+
+
+def test_reference_teacher_row_is_kappa(evaluated, monkeypatch):
+    params, root = evaluated
+    monkeypatch.chdir(root)
+    result = evaluate_model(params, "teacher_reference", out_root=root)
+    for split in ("test", "dev", "train"):
+        assert result[split]["sigma"] == pytest.approx(result[split]["kappa"])  # its own sigma is the yardstick
 
 
 def test_corrupted_student_logits_are_rejected(evaluated, monkeypatch, tmp_path):
@@ -105,7 +148,7 @@ def test_extra_eval_set_runs_the_saved_models(evaluated, monkeypatch, tmp_path, 
     result = evaluate_model(more, "dan", out_root=root)
     assert result["reviews"]["n_examples"] == 3
     saved = json.loads((root / "metrics/eval/dan.json").read_text())
-    assert set(saved) == {"test", "dev", "reviews"}
+    assert set(saved) == {"test", "dev", "train", "reviews", "confidence", "kappa_policy"}
     assert 0.0 <= saved["reviews"]["accuracy"] <= 1.0
     assert len((root / "predictions/dan/reviews.csv").read_text().splitlines()) == 4
 

@@ -20,7 +20,7 @@ from confkd.evaluation.bootstrap import bootstrap_ci
 from confkd.evaluation.calibration import brier, ece, mce, nll, reliability_curve
 from confkd.evaluation.confidence import (
     agreement, confidence_correlations, confidence_difference, confidence_gap, dispersion, js_to_teacher,
-    kappa_bound, kl_to_teacher, phi_cnf, prediction_loss_beta,
+    kappa_bound, kl_to_teacher, phi_cnf, prediction_loss_beta, ConfidenceSpec,
 )
 from confkd.evaluation.report import evaluate_split
 from confkd.evaluation.selective import aurc, excess_aurc, risk_coverage_curve
@@ -51,7 +51,6 @@ def test_ece_equal_width_hand_example():
     #   (.4,.6]: row 3     acc 0,       conf .55                  -> 1/4 * |0 - .55|   = .1375
     #   ECE = .1875 + .075 + .1375 = .4
     assert ece(HAND_P, HAND_Y, n_bins=5) == pytest.approx(0.4, abs=1e-12)
-    assert metrics.ece(HAND_P, HAND_Y, n_bins=5) == pytest.approx(0.4, abs=1e-12)
 
 
 def test_ece_equal_mass_hand_example():
@@ -79,14 +78,6 @@ def test_reliability_curve_hand_example():
     assert np.isnan(rc["confidence"][:2]).all() and np.isnan(rc["accuracy"][:2]).all()
     np.testing.assert_allclose(rc["bin_lower"], [0, 0.2, 0.4, 0.6, 0.8])
     np.testing.assert_allclose(rc["bin_upper"], [0.2, 0.4, 0.6, 0.8, 1.0])
-
-
-def test_ece_equal_width_matches_metrics_module():
-    rng = np.random.default_rng(1)
-    for k in (2, 3, 5):
-        p = _random_probs(rng, 500, k)
-        y = rng.integers(0, k, 500)
-        assert ece(p, y) == pytest.approx(metrics.ece(p, y), abs=1e-12)
 
 
 def test_perfectly_calibrated_model_has_near_zero_ece():
@@ -168,9 +159,10 @@ def test_sigma_phi_cnf_kappa_hand_example():
     assert res["holds"] is True
     assert phi_cnf(SIG_T, SIG_S, 0.1)["holds"] is False
     # teacher_class: student's prob of class 0 = .8 .2 .5 .3 -> d = [.1, .6, .2, .3]
-    np.testing.assert_allclose(confidence_difference(SIG_T, SIG_S, "teacher_class"), [0.1, 0.6, 0.2, 0.3])
+    np.testing.assert_allclose(confidence_difference(SIG_T, SIG_S, ConfidenceSpec("teacher_class")), [0.1, 0.6, 0.2, 0.3])
     # margin: teacher .8 .6 .4 .2, student .6 .6 0 .4 -> d = [.2, 0, .4, -.2]
-    np.testing.assert_allclose(confidence_difference(SIG_T, SIG_S, "margin"), [0.2, 0.0, 0.4, -0.2], atol=1e-12)
+    np.testing.assert_allclose(confidence_difference(SIG_T, SIG_S, ConfidenceSpec("margin")), [0.2, 0.0, 0.4, -0.2],
+                               atol=1e-12)
     gap = confidence_gap(SIG_T, SIG_S)
     assert gap["mean_abs_gap"] == pytest.approx(0.1) and gap["max_abs_gap"] == pytest.approx(0.2)
 
@@ -280,28 +272,28 @@ def _split(seed=9, n=300, k=3):
 
 def test_evaluate_split_keys_and_consistency():
     zt, zs, y = _split()
-    r = evaluate_split(zt, zs, y, n_resamples=200, temperature_dev=1.5)
+    r = evaluate_split(zt, zs, y, kappa=0.2, n_resamples=200, temperature_dev=1.5)
     pt, ps = softmax(zt, 1), softmax(zs, 1)
     assert r["accuracy"] == pytest.approx(metrics.accuracy(ps, y))
-    assert r["ece"] == pytest.approx(metrics.ece(ps, y))
-    assert r["nll"] == pytest.approx(metrics.nll(zs, y))
+    assert r["ece"] == pytest.approx(ece(ps, y))
+    assert r["nll"] == pytest.approx(nll(zs, y))
     assert r["kl_to_teacher"] == pytest.approx(kl_to_teacher(pt, ps))
-    assert r["sigma"] == pytest.approx(metrics.teacher_student_metrics(zt, zs)["sigma"])
-    assert r["kappa"] == pytest.approx(math.sqrt(r["kl_to_teacher"]))
+    assert r["sigma"] == pytest.approx(np.std(pt.max(1) - ps.max(1)))  # default spec: top_prob, all, std
+    assert r["kappa"] == 0.2 and r["phi_cnf"] == float(r["sigma"] <= 0.2)
+    assert r["pinsker_bound"] == pytest.approx(math.sqrt(r["kl_to_teacher"] / 2))
     assert r["aurc"] == pytest.approx(aurc(ps, y))
     for name in ("accuracy", "ece", "nll", "agreement", "sigma", "aurc"):
         assert r[f"{name}_ci_low"] <= r[name] <= r[f"{name}_ci_high"]
     for name in ("ts_nll", "ts_ece", "ts_ece_adaptive", "ts_brier", "ts_sigma", "ts_phi_cnf", "temperature"):
         assert name in r
-    assert r["ts_nll"] == pytest.approx(metrics.nll(zs / 1.5, y))
+    assert r["ts_nll"] == pytest.approx(nll(zs / 1.5, y))
     assert all(isinstance(v, float) for v in r.values())
     assert evaluate_split(zt, zs, y, n_resamples=50, kappa=0.0)["phi_cnf"] == 0.0
-    assert evaluate_split(zt, zs, y, n_resamples=0, beta_sum=0.36 * 75)["kappa"] == pytest.approx(0.3)
 
 
 def test_teacher_vs_itself():
     zt, _, y = _split()
-    r = evaluate_split(zt, zt.copy(), y, n_resamples=50)
+    r = evaluate_split(zt, zt.copy(), y, kappa=0.0, n_resamples=50)
     assert r["agreement"] == 1.0 and r["kl_to_teacher"] == 0.0 and r["js_to_teacher"] == 0.0
     assert r["sigma"] == 0.0 and r["mean_abs_conf_gap"] == 0.0 and r["phi_cnf"] == 1.0
     assert r["conf_pearson"] == pytest.approx(1.0)
@@ -317,18 +309,18 @@ def test_bad_inputs_raise_data_error():
     bad = zs.copy()
     bad[3, 1] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        evaluate_split(zt, bad, y, n_resamples=0)
+        evaluate_split(zt, bad, y, kappa=0.1, n_resamples=0)
     bad[3, 1] = np.inf
     with pytest.raises(DataError, match="NaN/inf"):
-        evaluate_split(bad, zs, y, n_resamples=0)
+        evaluate_split(bad, zs, y, kappa=0.1, n_resamples=0)
     with pytest.raises(DataError, match="mismatched"):
-        evaluate_split(zt, zs, y[:-1], n_resamples=0)
+        evaluate_split(zt, zs, y[:-1], kappa=0.1, n_resamples=0)
     with pytest.raises(DataError, match="mismatched"):
-        evaluate_split(zt[:-1], zs, y, n_resamples=0)
+        evaluate_split(zt[:-1], zs, y, kappa=0.1, n_resamples=0)
     with pytest.raises(DataError, match="out of range"):
-        evaluate_split(zt, zs, np.full(20, 3), n_resamples=0)
+        evaluate_split(zt, zs, np.full(20, 3), kappa=0.1, n_resamples=0)
     with pytest.raises(DataError, match="out of range"):
-        evaluate_split(zt, zs, np.full(20, -1), n_resamples=0)
+        evaluate_split(zt, zs, np.full(20, -1), kappa=0.1, n_resamples=0)
     with pytest.raises(DataError, match="sum to 1"):
         ece(np.array([[0.6, 0.6], [0.5, 0.5]]), np.array([0, 1]))
     with pytest.raises(DataError, match="not logits"):
@@ -343,10 +335,10 @@ def test_bad_settings_raise_params_error():
     with pytest.raises(ParamsError):
         ece(HAND_P, HAND_Y, scheme="quantile")
     with pytest.raises(ParamsError):
-        confidence_difference(SIG_T, SIG_S, measure="entropy")
+        confidence_difference(SIG_T, SIG_S, ConfidenceSpec(measure="entropy"))
     with pytest.raises(ParamsError):
         phi_cnf(SIG_T, SIG_S, -0.1)
     with pytest.raises(ParamsError):
         kappa_bound(0.36, 4, alpha=1.0)
     with pytest.raises(ParamsError):
-        evaluate_split(SIG_T, SIG_S, HAND_Y, kappa=0.1, beta_sum=0.3)
+        evaluate_split(np.log(SIG_T), np.log(SIG_S), HAND_Y, kappa=-0.1)

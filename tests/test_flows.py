@@ -67,7 +67,7 @@ def test_plan_follows_dvcs_graph(pipeline_only):
 
     assert [p.name for p in plan_stages(pipeline_only, ["teacher"])] == ["prepare", "validate", "teacher"]
     assert [p.name for p in plan_stages(pipeline_only, ["evaluate"], configs=["kd_logits"])] == [
-        "prepare", "validate", "teacher", "augment", "distill@kd_logits", "evaluate@kd_logits"]
+        "prepare", "validate", "teacher", "teacher_reference", "augment", "distill@kd_logits", "evaluate@kd_logits"]
     with pytest.raises(ConfkdError, match="unknown stage 'teachr'"):
         plan_stages(pipeline_only, ["teachr"])
     with pytest.raises(ConfkdError, match="unknown configuration"):

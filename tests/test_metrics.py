@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, log_loss
 
-from confkd.evaluation.metrics import accuracy, brier, classification_metrics, ece, macro_f1, nll, probabilities
+from confkd.evaluation.calibration import brier, ece, nll
+from confkd.evaluation.metrics import accuracy, classification_metrics, macro_f1, probabilities
 
 
 def test_ece_hand_computed():

@@ -1,4 +1,5 @@
 import json
+import random
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from confkd.errors import DataError, ModelNotFound
 from confkd.models.hf import load_classifier, load_tokenizer, resolve_model_path
 from confkd.runtime import select_precision
 from confkd.training.batching import length_grouped_batches, pad_batch, sorted_batches
-from confkd.training.loop import LoopConfig, WeightAverage, fit, layer_depth, linear_warmup_decay, make_optimizer
+from confkd.training.loop import (LoopConfig, WeightAverage, _rng_state, _set_rng_state, fit, layer_depth,
+                                  linear_warmup_decay, make_optimizer)
 
 from .conftest import NEGATIVE, POSITIVE
 
@@ -178,11 +180,74 @@ def test_interrupted_run_with_weight_averaging_resumes_to_identical_weights(tiny
 def test_checkpoint_of_another_configuration_is_ignored(tiny_model_dir, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _toy_training(tiny_model_dir, checkpoint_dir=tmp_path, fail_at=5)
-    saved = torch.load(tmp_path / "last.pt", weights_only=False)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)  # plain values and tensors only
     saved["fingerprint"] = "other"
     torch.save(saved, tmp_path / "last.pt")
     _, result, losses = _toy_training(tiny_model_dir, checkpoint_dir=tmp_path)
     assert result.resumed_from_step == 0 and len(losses) == 12
+
+
+_UNPICKLED = []
+
+
+def _record_unpickling():
+    _UNPICKLED.append("ran")
+    return "payload"
+
+
+class _Payload:
+    """An object whose unpickling runs code (here: records that it ran)."""
+
+    def __reduce__(self):
+        return _record_unpickling, ()
+
+
+def test_checkpoint_with_a_pickled_object_is_refused_not_run(tiny_model_dir, tmp_path, caplog):
+    with pytest.raises(KeyboardInterrupt):
+        _toy_training(tiny_model_dir, checkpoint_dir=tmp_path, fail_at=5)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    saved["payload"] = _Payload()  # same fingerprint, best.pt present: only the unpickler stands in the way
+    torch.save(saved, tmp_path / "last.pt")
+    with caplog.at_level("WARNING", logger="confkd.training.loop"):
+        _, result, losses = _toy_training(tiny_model_dir, checkpoint_dir=tmp_path)
+    assert not _UNPICKLED
+    assert "ignoring unreadable checkpoint" in caplog.text and "_record_unpickling" in caplog.text
+    assert result.resumed_from_step == 0 and len(losses) == 12
+    assert "payload" not in torch.load(tmp_path / "last.pt", weights_only=True)  # replaced by a clean one
+
+
+def test_numpy_metrics_survive_a_resume(tiny_model_dir, tmp_path):
+    def evaluate(m):  # metrics as numpy scalars, as numpy-based metric code may return them
+        return {"accuracy": np.float32(0.5), "nll": np.float64(m.classifier.weight.abs().sum().item())}
+
+    _, reference, _ = _toy_training(tiny_model_dir, evaluate=evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        _toy_training(tiny_model_dir, checkpoint_dir=tmp_path, fail_at=7, evaluate=evaluate)
+    _, result, _ = _toy_training(tiny_model_dir, checkpoint_dir=tmp_path, evaluate=evaluate)
+    assert result.resumed_from_step == 6
+    assert result.history == reference.history and result.best_step == reference.best_step
+
+
+def test_rng_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    random.gauss(0, 1)  # leaves a cached Gaussian in both generators, part of their state
+    np.random.standard_normal()
+    torch.save({"rng": _rng_state()}, tmp_path / "rng.pt")
+    state = torch.load(tmp_path / "rng.pt", weights_only=True)["rng"]
+    assert state["python"][2] is not None and state["numpy"]["has_gauss"] == 1
+
+    def draw():
+        return ([random.random(), random.gauss(0, 1)], np.random.standard_normal(3).tolist() + np.random.rand(3).tolist(),
+                torch.rand(3).tolist() + torch.randn(3).tolist())
+
+    expected = draw()
+    torch.manual_seed(99)
+    random.seed(99)
+    np.random.seed(99)
+    _set_rng_state(state)
+    assert draw() == expected
 
 
 def test_early_stopping_restores_best_weights(tiny_model_dir):

@@ -42,7 +42,7 @@ def _params(tiny_model_dir, **tune):
 
 def _workspace(tmp_path: Path, trained_teacher: Path) -> Path:
     """A repository-like folder whose inputs are the tiny teacher's (linked, not copied)."""
-    for rel in ("data/prepared", "models/teacher", "artifacts/teacher/logits"):
+    for rel in ("data/prepared", "models/teacher", "artifacts/teacher/logits", "artifacts/teacher_reference/logits"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).symlink_to(trained_teacher / rel, target_is_directory=True)
     return tmp_path
@@ -132,7 +132,7 @@ def test_reporter_names_a_missing_metric():
 
 
 def test_study_writes_outputs_and_the_tuned_configuration_trains(trained_teacher, tiny_model_dir, tmp_path, monkeypatch):
-    from confkd.tuning.results import with_tuned_config
+    from confkd.tuning.tuned import with_tuned_config
     from confkd.tuning.study import TunePaths, run_study
 
     root = _workspace(tmp_path, trained_teacher)

@@ -105,3 +105,15 @@ def grouped_dev_split(
         "dropped_dev_group_non_roots": int((in_dev_group & ~dev_mask).sum()),
     }
     return train_df.reset_index(drop=True), dev_df.reset_index(drop=True), info
+
+
+def sample_index(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded sample of ``min(size, n)`` rows out of ``n`` (all rows when ``size >= n``).
+
+    The same ``(n, size, seed)`` always gives the same rows, so every model is measured on the same sample.
+    """
+    if n < 0 or size < 1:
+        raise ValueError(f"sample_index needs n >= 0 and size >= 1, got n={n}, size={size}")
+    if size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:size])

@@ -41,7 +41,7 @@ def expand_phases(cfg: DistillConfig, n_student_layers: int) -> list[PhaseParams
     soft = dict(prediction_weight=1.0 - cfg.alpha, hard_weight=cfg.alpha)
     predict = PhaseParams(name="prediction", data=cfg.kd_data, epochs=cfg.epochs, max_steps=cfg.max_steps, **soft)
     inter = dict(data=cfg.kd_data, epochs=cfg.epochs, max_steps=cfg.intermediate_steps, intermediate_weight=1.0,
-                 select=False)
+                 learning_rate=cfg.intermediate_learning_rate, select=False)
     m = cfg.method
     if m in ("ft_only", "sparse_dan_no_kd"):
         return [PhaseParams(name="finetune", data="train", epochs=cfg.epochs, max_steps=cfg.max_steps, hard_weight=1.0)]

@@ -6,7 +6,6 @@ when a phase has intermediate losses, and returns attentions only when a match n
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -21,13 +20,15 @@ import torch
 from confkd import distributed
 from confkd.config import DistillConfig, Params, PhaseParams
 from confkd.data.prepare import SPLITS
+from confkd.data.splitting import sample_index
 from confkd.distill.losses import get_loss, hard_ce
 from confkd.distill.mapping import Match, build_matches
 from confkd.distill.methods import expand_phases, intermediate_features
 from confkd.distill.students import DistillationModule, build_transformer_student, hidden_size, num_layers
 from confkd.errors import DataError, ParamsError
-from confkd.evaluation.metrics import classification_metrics, probabilities, teacher_student_metrics
-from confkd.io import atomic_dir, read_jsonl, write_json, write_text
+from confkd.evaluation.confidence import ConfidenceSpec, resolve_spec, teacher_student_scores
+from confkd.evaluation.metrics import classification_metrics
+from confkd.io import atomic_dir, fingerprint, read_jsonl, write_json, write_text
 from confkd.models.hf import load_saved_classifier
 from confkd.runtime import configure_threads, seed_everything, select_device, select_precision
 from confkd.training.batching import length_grouped_batches, pad_batch, sorted_batches, tokenize
@@ -194,13 +195,6 @@ class PhaseLoss:
         return loss
 
 
-def _fingerprint(*parts: str | bytes) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p if isinstance(p, bytes) else p.encode())
-    return h.hexdigest()
-
-
 def distill(params: Params, name: str, paths: DistillPaths | None = None,
             on_evaluate: Callable[[int, dict[str, float]], None] | None = None) -> dict:
     """Train configuration ``name`` of ``params.distill.configs``; returns its flat metrics.
@@ -220,6 +214,7 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
     precision = select_precision(device, params.runtime.mixed_precision if cfg.student.kind == "transformer" else "no")
 
     labels, frames = load_prepared(paths.prepared_dir)
+    spec = resolve_spec(params.evaluate.confidence, labels)
     teacher_logits = {s: load_logits(paths.teacher_logits_dir / f"{s}.npz", frames[s]["id"].tolist()) for s in SPLITS}
     teacher_acc = float(np.mean(teacher_logits["test"].argmax(1) == frames["test"]["label"].to_numpy()))
     if cfg.augmented_size:
@@ -274,8 +269,9 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
                                 torch.as_tensor(logits))
     log.info("encoded %s in %.1fs", {k: len(v) for k, v in data.items()}, time.perf_counter() - t0)
 
-    base_fp = _fingerprint(cfg.model_dump_json(), str(seed), (paths.prepared_dir / "train.jsonl").read_bytes()[:1 << 20],
-                           (paths.teacher_logits_dir / "train.npz").read_bytes()[:1 << 20])
+    augmented = (paths.augmented_file, paths.augmented_logits) if cfg.augmented_size else ()
+    base_fp = fingerprint(cfg.model_dump_json(), str(seed), repr(spec), paths.prepared_dir, paths.teacher_logits_dir,
+                          *augmented)
     records: list[PhaseRecord] = []
     steps_before = 0  # steps of the label-predicting phases so far, so reported steps keep increasing
     for i, phase in enumerate(phases):
@@ -283,20 +279,30 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
         if on_evaluate is not None and (phase.prediction_weight > 0 or phase.hard_weight > 0):
             report = (lambda offset: lambda step, m: on_evaluate(offset + step, m))(steps_before)
         records.append(_run_phase(i, phase, cfg, model, adapter, data, teacher, matches, device, precision, paths,
-                                  _fingerprint(base_fp, str(i)), seed, report))
+                                  fingerprint(base_fp, str(i)), seed, spec, report))
         if report is not None:
             steps_before += records[-1].result.steps
 
     # Final scores on dev and test from the selected weights.
     student_logits = {s: _predict(model, adapter, data[s], cfg.eval_batch_size, device, precision) for s in ("dev", "test")}
-    metrics = _summarise(student_logits, teacher_logits, frames, teacher_acc, records, model, adapter)
-    metrics["train_kl_to_teacher"] = _final_training_loss(model, adapter, data, cfg, device, precision, seed)
+    metrics = _summarise(student_logits, teacher_logits, frames, teacher_acc, records, model, adapter, spec)
+    # sigma(X^train) and beta: the student's logits on a seeded train sample shared by every configuration
+    sample = sample_index(len(frames["train"]), params.evaluate.train_sample, params.seed)
+    train_sample = SplitData(adapter.encode(frames["train"]["text"].iloc[sample].tolist()),
+                             torch.as_tensor(frames["train"]["label"].to_numpy()[sample]),
+                             torch.as_tensor(teacher_logits["train"][sample]))
+    student_logits["train"] = _predict(model, adapter, train_sample, cfg.eval_batch_size, device, precision)
+    metrics["train_kl_to_teacher"] = float(get_loss("kl", "prediction")(
+        torch.as_tensor(student_logits["train"]), train_sample.teacher_logits.float(), 1.0))
+    metrics["train_sample_size"] = len(sample)
+    split_ids = {"dev": frames["dev"]["id"].tolist(), "test": frames["test"]["id"].tolist(),
+                 "train": frames["train"]["id"].to_numpy()[sample].tolist()}
     if not distributed.is_main():  # under torchrun every rank holds the same student; rank 0 writes it
         return metrics
     adapter.save(model, paths.model_dir)
     with atomic_dir(paths.artifacts_dir) as tmp:
         for split, logits in student_logits.items():
-            save_logits(tmp / f"{split}.npz", frames[split]["id"].tolist(), logits)
+            save_logits(tmp / f"{split}.npz", split_ids[split], logits)
     write_json(paths.metrics_path, metrics)
     history = pd.DataFrame([{**h, "phase": r.name} for r in records for h in r.result.history])
     write_text(paths.history_path, history.to_csv(index=False))
@@ -320,7 +326,7 @@ def _with_augmented(transfer: pd.DataFrame, logits: np.ndarray, size: int, paths
 
 
 def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, teacher, matches, device, precision,
-               paths: DistillPaths, fingerprint: str, seed: int, on_evaluate=None) -> PhaseRecord:
+               paths: DistillPaths, fingerprint: str, seed: int, spec: ConfidenceSpec, on_evaluate=None) -> PhaseRecord:
     phase_matches = [(j, m) for j, m in enumerate(matches)
                      if phase.student_layers is None or m.student_layer in phase.student_layers]
     if phase.intermediate_weight > 0 and not phase_matches:
@@ -339,9 +345,7 @@ def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, 
                 total = sum(step_loss(m, dev, b).item() * len(b) for b in batches)
             return {"dev_loss": total / max(1, len(dev))}
         logits = _predict(m, adapter, dev, cfg.eval_batch_size, device, precision)
-        out = classification_metrics(logits, dev.labels.numpy(), prefix="dev_")
-        out.update(teacher_student_metrics(dev.teacher_logits.numpy(), logits, prefix="dev_"))
-        return out
+        return dev_scores(dev.teacher_logits.numpy(), logits, dev.labels.numpy(), spec, empty_subset="inf")
 
     optimizers, clip = adapter.optimizers(model, phase.learning_rate or cfg.learning_rate)
     loop_cfg = LoopConfig(
@@ -365,17 +369,16 @@ def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, 
     return PhaseRecord(phase.name, result)
 
 
-def _final_training_loss(model, adapter, data, cfg: DistillConfig, device, precision, seed: int, sample: int = 5000) -> float:
-    """Mean KL(teacher || student) at T=1 on a seeded sample of the training data at the end of training.
-
-    This is the "distillation loss reached at the stopping criterion" of the confidence-preservation
-    bound (kappa = sqrt(beta / |X|)); the same T=1 KL for every method keeps students comparable.
-    """
-    split = data.get("transfer") or data["train"]
-    idx = np.sort(np.random.default_rng(seed).permutation(len(split))[:sample])
-    subset = SplitData([split.inputs[i] for i in idx], split.labels[idx], split.teacher_logits[idx])
-    logits = torch.as_tensor(_predict(model, adapter, subset, cfg.eval_batch_size, device, precision))
-    return float(get_loss("kl", "prediction")(logits, subset.teacher_logits.float(), 1.0))
+def dev_scores(teacher_logits: np.ndarray, student_logits: np.ndarray, labels: np.ndarray,
+               spec: ConfidenceSpec, prefix: str = "dev_", empty_subset: str = "raise") -> dict[str, float]:
+    """What model selection, early stopping and the tuning objective read at each evaluation: the
+    classification metrics and the teacher-relative scores (sigma under ``spec``, the evaluate stage's
+    definition), prefixed. Logits ``[N, K]``, labels ``[N]``. ``empty_subset`` as in
+    :func:`confkd.evaluation.confidence.teacher_student_scores` (``"inf"`` during training)."""
+    out = classification_metrics(student_logits, labels, prefix=prefix)
+    out.update(teacher_student_scores(teacher_logits, student_logits, labels, spec, prefix=prefix,
+                                      empty_subset=empty_subset))
+    return out
 
 
 @torch.inference_mode()
@@ -391,18 +394,17 @@ def _predict(model, adapter: StudentAdapter, data: SplitData, batch_size: int, d
     return out
 
 
-def _summarise(student_logits, teacher_logits, frames, teacher_acc, records: list[PhaseRecord], model, adapter) -> dict:
+def _summarise(student_logits, teacher_logits, frames, teacher_acc, records: list[PhaseRecord], model, adapter,
+               spec: ConfidenceSpec) -> dict:
     test_labels = frames["test"]["label"].to_numpy()
-    m = classification_metrics(student_logits["test"], test_labels)
-    m.update(teacher_student_metrics(teacher_logits["test"], student_logits["test"]))
+    m = dev_scores(teacher_logits["test"], student_logits["test"], test_labels, spec, prefix="")
     t_pred = teacher_logits["test"].argmax(1)
     s_pred = student_logits["test"].argmax(1)
     wrong = t_pred != test_labels
     m["agreement_on_teacher_errors"] = float(np.mean(s_pred[wrong] == t_pred[wrong])) if wrong.any() else float("nan")
     m["teacher_accuracy"] = teacher_acc
     m["retention"] = m["accuracy"] / teacher_acc if teacher_acc > 0 else float("nan")
-    m.update(classification_metrics(student_logits["dev"], frames["dev"]["label"].to_numpy(), prefix="dev_"))
-    m.update(teacher_student_metrics(teacher_logits["dev"], student_logits["dev"], prefix="dev_"))
+    m.update(dev_scores(teacher_logits["dev"], student_logits["dev"], frames["dev"]["label"].to_numpy(), spec))
     student = model.student
     m["parameters"] = int(sum(p.numel() for p in student.parameters()))
     if hasattr(student, "active_parameters_per_example"):

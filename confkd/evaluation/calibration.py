@@ -21,16 +21,16 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import log_softmax
 
 from confkd.errors import DataError, ParamsError
-from confkd.evaluation import metrics as _metrics
 
 SCHEMES: tuple[str, ...] = ("equal_width", "equal_mass")
 PROB_TOL = 1e-4  # rows of a probability matrix must sum to 1 within this
 
 __all__ = [
     "SCHEMES", "PROB_TOL", "check_probs", "check_logits", "check_labels", "top_label", "ece", "mce",
-    "reliability_curve", "nll", "brier",
+    "reliability_curve", "nll", "brier", "nll_raw", "brier_raw",
 ]
 
 
@@ -135,7 +135,6 @@ def top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
 def equal_width_bins(conf: np.ndarray, n_bins: int) -> np.ndarray:
     """Bin index in ``[0, n_bins)`` of each confidence, bins ``(i/n, (i+1)/n]`` (0 goes to the first bin).
 
-    Same assignment as ``confkd.evaluation.metrics.ece`` (identical edges and ``searchsorted`` rule).
     """
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     return np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
@@ -194,8 +193,7 @@ def ece(probs: Any, labels: Any, n_bins: int = 15, scheme: str = "equal_width") 
 
     ``probs`` [N, K], ``labels`` [N]. ``ECE = sum_b |B_b|/N * |acc(B_b) - conf(B_b)|`` over non-empty bins.
 
-    * ``scheme="equal_width"``: bins ``(i/n_bins, (i+1)/n_bins]`` on the confidence; equals
-      ``confkd.evaluation.metrics.ece`` (up to float rounding).
+    * ``scheme="equal_width"``: bins ``(i/n_bins, (i+1)/n_bins]`` on the confidence.
     * ``scheme="equal_mass"``: adaptive bins of nearly equal count (sorted confidences split with
       ``np.array_split``; Nixon et al. 2019's "adaptive calibration error" binning, top label only).
     """
@@ -247,15 +245,27 @@ def reliability_curve(probs: Any, labels: Any, n_bins: int = 15, scheme: str = "
             "count": count.astype(np.int64)}
 
 
+def nll_raw(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the gold label (natural log), stably from logits; no checks."""
+    logp = log_softmax(np.asarray(logits, dtype=np.float64), axis=1)
+    return float(-np.mean(logp[np.arange(len(labels)), labels]))
+
+
+def brier_raw(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Multi-class Brier score ``1/N sum_i sum_k (p_ik - y_ik)^2``; no checks."""
+    onehot = np.eye(probs.shape[1])[labels]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
 def nll(logits: Any, labels: Any) -> float:
-    """Mean negative log-likelihood of the gold label from LOGITS ``[N, K]`` (natural log); validated
-    wrapper around ``confkd.evaluation.metrics.nll``: ``-1/N sum_i log softmax(z_i)[y_i]``."""
+    """Mean negative log-likelihood of the gold label from LOGITS ``[N, K]`` (natural log), validated:
+    ``-1/N sum_i log softmax(z_i)[y_i]``."""
     z = check_logits(logits)
-    return _metrics.nll(z, check_labels(labels, z.shape[0], z.shape[1]))
+    return nll_raw(z, check_labels(labels, z.shape[0], z.shape[1]))
 
 
 def brier(probs: Any, labels: Any) -> float:
-    """Multi-class Brier score (Brier 1950) from probabilities ``[N, K]``: ``1/N sum_i sum_k (p_ik - y_ik)^2``;
-    validated wrapper around ``confkd.evaluation.metrics.brier``."""
+    """Multi-class Brier score (Brier 1950) from probabilities ``[N, K]``, validated:
+    ``1/N sum_i sum_k (p_ik - y_ik)^2``."""
     p, y = _check_pair(probs, labels)
-    return _metrics.brier(p, y)
+    return brier_raw(p, y)

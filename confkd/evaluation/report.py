@@ -6,7 +6,7 @@ teacher-relative metrics then come out exactly as agreement 1, KL 0, JS 0, sigma
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from scipy.special import log_softmax, softmax
@@ -15,10 +15,10 @@ from scipy.stats import pearsonr, spearmanr
 from confkd.errors import DataError, ParamsError
 from confkd.evaluation import metrics as _metrics
 from confkd.evaluation.bootstrap import bootstrap_ci
-from confkd.evaluation.calibration import _check_bins, check_labels, check_logits, ece, ece_batched, \
-    equal_width_bins, mce, top_label
-from confkd.evaluation.confidence import _check_kappa, _check_measure, _check_statistic, _confidences, \
-    _dispersion, _safe_corr, js_rows, kappa_bound, kl_rows_from_logits
+from confkd.evaluation.calibration import _check_bins, brier_raw, check_labels, check_logits, ece, ece_batched, \
+    equal_width_bins, mce, nll_raw, top_label
+from confkd.evaluation.confidence import ConfidenceSpec, _check_kappa, _confidences, _differences, _safe_corr, \
+    js_rows, kl_rows_from_logits, masked_dispersion, pinsker_from_kl
 from confkd.evaluation.selective import aurc_batched, optimal_aurc
 from confkd.evaluation.temperature import _check_t
 
@@ -28,21 +28,16 @@ CI_METRICS: tuple[str, ...] = ("accuracy", "ece", "nll", "agreement", "sigma", "
 CI_ALPHA = 0.05  # 95% percentile intervals
 
 
-def _teacher_relative(pt: np.ndarray, ps: np.ndarray, measure: str, statistic: str) -> tuple[np.ndarray, float]:
-    ct, cs = _confidences(pt, ps, measure)
-    d = ct - cs
-    return d, float(_dispersion(d, statistic))
-
-
-def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, n_bins: int = 15,
-                   n_resamples: int = 1000, seed: int = 0, kappa: Optional[float] = None,
-                   beta_sum: Optional[float] = None, measure: str = "top_prob", statistic: str = "std",
-                   temperature_dev: Optional[float] = None) -> dict[str, float]:
+def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, kappa: float,
+                   spec: ConfidenceSpec = ConfidenceSpec(), n_bins: int = 15, n_resamples: int = 1000, seed: int = 0,
+                   temperature_dev: float | None = None) -> dict[str, float]:
     """Every metric of the student on one split, as ``{name: float}``.
 
     Inputs: ``teacher_logits``, ``student_logits`` ``[N, K]`` (same examples, same order), ``labels``
-    ``[N]`` ints in ``[0, K)``. Bad inputs (NaN/inf logits, shape or length mismatch, labels out of range)
-    raise ``DataError``; bad settings raise ``ParamsError``.
+    ``[N]`` ints in ``[0, K)``; ``kappa`` the phi_cnf threshold for this split (see
+    :mod:`confkd.evaluation.kappa`); ``spec`` which sigma (:class:`ConfidenceSpec`). Bad inputs (NaN/inf
+    logits, shape or length mismatch, labels out of range, an empty sigma subset) raise ``DataError``;
+    bad settings raise ``ParamsError``.
 
     Keys (all floats):
 
@@ -50,21 +45,17 @@ def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, n_b
       (equal-width, ``n_bins``), ``ece_adaptive`` (equal-mass), ``mce`` (equal-width) - see
       ``calibration.py``;
     * teacher-relative: ``agreement``, ``agreement_on_teacher_errors`` (NaN if the teacher makes no errors),
-      ``kl_to_teacher`` (mean KL(p_T || p_S) computed from logits), ``js_to_teacher``, ``conf_pearson``,
-      ``conf_spearman``, ``mean_abs_conf_gap``, ``max_abs_conf_gap`` - see ``confidence.py``;
-    * confidence preservation (Vengertsev & Sherman 2024, labels (CP-1)..(CP-4) of ``confidence.py``):
-      ``sigma`` (dispersion ``statistic`` of d(x) under ``measure``), ``kappa``, ``phi_cnf`` (1.0 if
-      ``sigma <= kappa`` else 0.0) and ``beta_sum`` (the beta used for kappa; NaN when ``kappa`` is given).
-      kappa comes from, in order: ``kappa`` if given; else ``kappa_bound(beta_sum, N)`` with ``beta_sum``
-      the prediction loss SUMMED OVER THIS SPLIT's N examples; else the bound evaluated on this split itself,
-      ``beta_sum = prediction_loss_beta(teacher_logits, student_logits)`` (KL, T = 1), i.e.
-      ``kappa = sqrt(kl_to_teacher)``. For the paper's training-set bound pass
-      ``kappa=kappa_bound(beta_train_sum, n_train)``. Giving both ``kappa`` and ``beta_sum`` is an error;
+      ``kl_to_teacher`` (mean KL(p_T || p_S) from logits), ``js_to_teacher``, ``conf_pearson``,
+      ``conf_spearman`` (every example), ``mean_abs_conf_gap``, ``max_abs_conf_gap`` (over the sigma subset);
+    * confidence preservation (``confidence.py``): ``sigma`` (under ``spec``), ``sigma_n`` (examples in its
+      subset), ``kappa``, ``phi_cnf`` (1.0 if ``sigma <= kappa``), ``pinsker_bound`` (the sigma the KL on the
+      same subset already bounds; a kappa at or above it cannot fail, and a warning is logged);
     * selective prediction: ``aurc``, ``excess_aurc`` - see ``selective.py``;
     * ``n_examples``;
     * for ``accuracy``, ``ece``, ``nll``, ``agreement``, ``sigma``, ``aurc``: ``<name>_ci_low`` /
       ``<name>_ci_high``, a 95% percentile bootstrap interval over examples (``n_resamples`` resamples,
-      ``seed``; all six use the same resampled indices). ``n_resamples=0`` skips the intervals;
+      ``seed``; all six use the same resampled indices; sigma's subset is re-taken inside each resample).
+      ``n_resamples=0`` skips the intervals;
     * if ``temperature_dev`` (a temperature fitted on dev, see ``temperature.fit_temperature``) is given:
       ``temperature`` and, for the student's logits divided by it, ``ts_nll``, ``ts_ece``,
       ``ts_ece_adaptive``, ``ts_brier``, ``ts_sigma``, ``ts_phi_cnf`` (the teacher stays unscaled; the same
@@ -78,11 +69,11 @@ def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, n_b
     n, k = zs.shape
     y = check_labels(labels, n, k)
     n_bins = _check_bins(n_bins)
-    measure, statistic = _check_measure(measure), _check_statistic(statistic)
+    if not isinstance(spec, ConfidenceSpec):
+        raise ParamsError(f"spec must be a ConfidenceSpec, got {type(spec).__name__}")
+    kap = _check_kappa(kappa)
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 0:
         raise ParamsError(f"n_resamples must be an integer >= 0, got {n_resamples!r}")
-    if kappa is not None and beta_sum is not None:
-        raise ParamsError("give either kappa or beta_sum, not both")
 
     pt, ps = softmax(zt, axis=1), softmax(zs, axis=1)
     rows = np.arange(n)
@@ -92,23 +83,17 @@ def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, n_b
     agree = (pt.argmax(axis=1) == ps.argmax(axis=1)).astype(np.float64)
     t_wrong = pt.argmax(axis=1) != y
     kl_rows = kl_rows_from_logits(zt, zs, 1.0, "kl")
-    ct, cs = _confidences(pt, ps, measure)
-    d = ct - cs
-    sigma = float(_dispersion(d, statistic))
-
-    if kappa is not None:
-        kap, beta_used = _check_kappa(kappa), float("nan")
-    else:
-        beta_used = float(kl_rows.sum()) if beta_sum is None else beta_sum
-        kap = kappa_bound(beta_used, n)
-        beta_used = float(beta_used)
+    ct, cs = _confidences(pt, ps, spec)
+    d, mask = _differences(pt, ps, y, spec)
+    sigma = float(masked_dispersion(d, mask, spec.statistic))
+    pinsker = pinsker_from_kl(kl_rows[mask], spec.measure)
 
     out: dict[str, float] = {
         "n_examples": float(n),
         "accuracy": float(correct.mean()),
         "macro_f1": _metrics.macro_f1(ps, y),
         "nll": float(nll_rows.mean()),
-        "brier": _metrics.brier(ps, y),
+        "brier": brier_raw(ps, y),
         "ece": ece(ps, y, n_bins, "equal_width"),
         "ece_adaptive": ece(ps, y, n_bins, "equal_mass"),
         "mce": mce(ps, y, n_bins, "equal_width"),
@@ -118,12 +103,13 @@ def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, n_b
         "js_to_teacher": float(js_rows(pt, ps).mean()),
         "conf_pearson": _safe_corr(ct, cs, pearsonr),
         "conf_spearman": _safe_corr(ct, cs, spearmanr),
-        "mean_abs_conf_gap": float(np.abs(d).mean()),
-        "max_abs_conf_gap": float(np.abs(d).max()),
+        "mean_abs_conf_gap": float(np.abs(d[mask]).mean()),
+        "max_abs_conf_gap": float(np.abs(d[mask]).max()),
         "sigma": sigma,
+        "sigma_n": float(mask.sum()),
         "kappa": kap,
         "phi_cnf": 1.0 if sigma <= kap else 0.0,
-        "beta_sum": beta_used,
+        "pinsker_bound": pinsker,
         "aurc": float(aurc_batched(conf_s[None], err[None])[0]),
     }
     out["excess_aurc"] = out["aurc"] - optimal_aurc(int(err.sum()), n)
@@ -135,7 +121,7 @@ def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, n_b
             "ece": (lambda b, c, r: ece_batched(b, c, r, n_bins), (bins, conf_s, correct)),
             "nll": (lambda v: v.mean(axis=-1), (nll_rows,)),
             "agreement": (lambda a: a.mean(axis=-1), (agree,)),
-            "sigma": (lambda v: _dispersion(v, statistic, axis=-1), (d,)),
+            "sigma": (lambda v, m: masked_dispersion(v, m, spec.statistic), (d, mask)),
             "aurc": (aurc_batched, (conf_s, err)),
         }
         for name, (fn, arrays) in jobs.items():
@@ -147,15 +133,16 @@ def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, n_b
         t = _check_t(temperature_dev)
         zs_t = zs / t
         ps_t = softmax(zs_t, axis=1)
-        ts_d_sigma = float(_dispersion(np.subtract(*_confidences(pt, ps_t, measure)), statistic))
+        d_t, mask_t = _differences(pt, ps_t, y, spec)
+        ts_sigma = float(masked_dispersion(d_t, mask_t, spec.statistic))
         out.update({
             "temperature": t,
-            "ts_nll": _metrics.nll(zs_t, y),
+            "ts_nll": nll_raw(zs_t, y),
             "ts_ece": ece(ps_t, y, n_bins, "equal_width"),
             "ts_ece_adaptive": ece(ps_t, y, n_bins, "equal_mass"),
-            "ts_brier": _metrics.brier(ps_t, y),
-            "ts_sigma": ts_d_sigma,
-            "ts_phi_cnf": 1.0 if ts_d_sigma <= kap else 0.0,
+            "ts_brier": brier_raw(ps_t, y),
+            "ts_sigma": ts_sigma,
+            "ts_phi_cnf": 1.0 if ts_sigma <= kap else 0.0,
         })
     return out
 

@@ -1,7 +1,7 @@
 """The ``evaluate`` stage: accuracy, calibration and confidence preservation of one model vs the teacher.
 
-Works from saved logits only (no model is run): the teacher's cached logits and each student's dev/test
-logits written by its distill stage.
+Works from saved logits only (no model is run): the teacher's cached logits, the reference teacher's
+(kappa policy ``reference``), and each student's dev/test/train-sample logits written by its distill stage.
 """
 
 from __future__ import annotations
@@ -15,83 +15,127 @@ import numpy as np
 import pandas as pd
 
 from confkd.config import Params
+from confkd.data.splitting import sample_index
 from confkd.errors import DataError
 from confkd.evaluation.calibration import reliability_curve
-from confkd.evaluation.confidence import confidence_pair
+from confkd.evaluation.confidence import ConfidenceSpec, confidence_pair, resolve_spec
+from confkd.evaluation.kappa import implied_by_maths, resolve_kappa
 from confkd.evaluation.metrics import probabilities
 from confkd.evaluation.report import evaluate_split
 from confkd.evaluation.selective import risk_coverage_curve
-from confkd.evaluation.temperature import apply_temperature, fit_temperature
+from confkd.evaluation.temperature import fit_temperature
 from confkd.io import atomic_dir, read_jsonl, write_json, write_text
-from confkd.training.teacher import load_logits
 
 log = logging.getLogger(__name__)
 
 TEACHER = "teacher"
+REFERENCE = "teacher_reference"
+TRAIN = "train"
 
 
-def _student_logits_path(model: str, split: str) -> Path:
-    if model == TEACHER:
-        return Path("artifacts/teacher/logits") / f"{split}.npz"
-    return Path("artifacts/distill") / model / f"{split}.npz"
+def _logits_dir(model: str) -> Path:
+    if model in (TEACHER, REFERENCE):
+        return Path("artifacts") / model / "logits"
+    return Path("artifacts/distill") / model
 
 
-def _kappa(params: Params, model: str) -> tuple[float | None, str]:
-    """The phi_cnf bound and where it came from."""
-    if params.evaluate.kappa is not None:
-        return params.evaluate.kappa, "fixed"
-    if model == TEACHER:
-        return 0.0, "teacher"  # the teacher against itself: sigma is exactly 0
-    path = Path("metrics/distill") / f"{model}.json"
+def _stage_of(model: str) -> str:
+    return model if model in (TEACHER, REFERENCE) else f"distill@{model}"
+
+
+def _load(model: str, split: str, ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """``(ids, logits)`` of ``model`` on ``split``; the teachers' train logits cover the whole train split and
+    are cut to ``ids`` (the students' train sample)."""
+    path = _logits_dir(model) / f"{split}.npz"
     if not path.exists():
-        raise DataError(f"{path}: not found (run `dvc repro distill@{model}` first)")
-    beta_mean = json.loads(path.read_text()).get("train_kl_to_teacher")
-    if beta_mean is None or not math.isfinite(beta_mean):
-        raise DataError(f"{path}: no train_kl_to_teacher (re-run `dvc repro distill@{model}`)")
-    # kappa = sqrt(beta / |X|) with beta the final training prediction loss summed over |X| examples
-    return math.sqrt(max(beta_mean, 0.0)), "sqrt(final training KL)"
+        raise DataError(f"evaluate: {path} not found: model '{model}' has no {split} logits "
+                        f"(run `dvc repro {_stage_of(model)}`)")
+    with np.load(path) as data:
+        have, logits = [str(i) for i in data["ids"]], data["logits"]
+    if ids is None:
+        return have, logits
+    pos = {i: k for k, i in enumerate(have)}
+    missing = [i for i in ids if i not in pos]
+    if missing:
+        raise DataError(f"evaluate: {path} lacks {len(missing)} example(s) of the {split} sample (first: {missing[0]}); "
+                        f"re-run `dvc repro {_stage_of(model)}`")
+    return list(ids), logits[[pos[i] for i in ids]]
 
 
 def _finite(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
+def _kappa(params: Params, model: str, split: str, spec: ConfidenceSpec, teacher: np.ndarray, labels: np.ndarray,
+           ids: list[str]) -> float:
+    """kappa on ``split`` under ``evaluate.kappa`` (see :mod:`confkd.evaluation.kappa`)."""
+    kp = params.evaluate.kappa
+    reference = beta_sum = n = None
+    if kp.policy == "reference":
+        reference = _load(REFERENCE, split, ids)[1]
+    elif kp.policy == "bound" and (kp.bound.beta is None or kp.bound.n is None):
+        if model in (TEACHER, REFERENCE):
+            raise DataError(f"evaluate: kappa policy 'bound' with beta/n null uses a student's training KL; "
+                            f"'{model}' has none (set evaluate.kappa.bound.beta and n)")
+        m = json.loads((Path("metrics/distill") / f"{model}.json").read_text())
+        n = int(m["train_sample_size"])
+        beta_sum = float(m["train_kl_to_teacher"]) * n
+    return resolve_kappa(kp.policy, spec, teacher_logits=teacher, reference_logits=reference, labels=labels,
+                         value=kp.value, beta=kp.bound.beta, n=kp.bound.n, gamma=kp.bound.gamma,
+                         alpha=kp.bound.alpha, measured_beta_sum=beta_sum, measured_n=n)
+
+
 def evaluate_model(params: Params, model: str, out_root: Path = Path(".")) -> dict:
-    if model != TEACHER and model not in params.distill.configs:
-        raise DataError(f"evaluate: '{model}' is neither 'teacher' nor a configuration in distill.configs")
+    if model not in (TEACHER, REFERENCE) and model not in params.distill.configs:
+        raise DataError(f"evaluate: '{model}' is neither 'teacher', '{REFERENCE}' nor a configuration in distill.configs")
     ep = params.evaluate
-    frames = {s: read_jsonl(Path("data/prepared") / f"{s}.jsonl") for s in {"dev", *ep.splits}}
-    ids = {s: f["id"].tolist() for s, f in frames.items()}
-    missing = [str(_student_logits_path(model, s)) for s in frames if not _student_logits_path(model, s).exists()]
-    if missing:
-        raise DataError(f"evaluate: model '{model}' is listed in params but its predictions are missing: {missing} "
-                        f"(run `dvc repro {'teacher' if model == TEACHER else 'distill@' + model}`)")
-    teacher = {s: load_logits(_student_logits_path(TEACHER, s), ids[s]) for s in frames}
-    student = {s: load_logits(_student_logits_path(model, s), ids[s]) for s in frames}
-    labels = {s: f["label"].to_numpy() for s, f in frames.items()}
+    label_names = json.loads(Path("data/prepared/labels.json").read_text())["labels"]
+    spec = resolve_spec(ep.confidence, label_names)
+    frames = {s: read_jsonl(Path("data/prepared") / f"{s}.jsonl") for s in {"dev", TRAIN, *ep.splits}}
+    if model in (TEACHER, REFERENCE):
+        train_ids = frames[TRAIN]["id"].to_numpy()[sample_index(len(frames[TRAIN]), ep.train_sample, params.seed)]
+        train_ids = [str(i) for i in train_ids]
+    else:
+        train_ids = _load(model, TRAIN)[0]
+    labels_by_id = dict(zip(frames[TRAIN]["id"].astype(str), frames[TRAIN]["label"]))
+    ids = {s: frames[s]["id"].astype(str).tolist() for s in ("dev", *ep.splits)}
+    ids[TRAIN] = train_ids
+    labels = {s: frames[s]["label"].to_numpy() for s in ("dev", *ep.splits)}
+    labels[TRAIN] = np.array([labels_by_id[i] for i in train_ids])
+    teacher = {s: _load(TEACHER, s, ids[s])[1] for s in ids}
+    student = teacher if model == TEACHER else {s: _load(model, s, ids[s])[1] for s in ids}
     temperature = fit_temperature(student["dev"], labels["dev"]) if ep.temperature_scaling else None
-    kappa, kappa_source = _kappa(params, model)
-    result: dict = {"kappa_source": kappa_source}
+    result: dict = {}
     with atomic_dir(out_root / "predictions" / model) as pred_dir:
-        for split in ep.splits:
-            m = evaluate_split(teacher[split], student[split], labels[split], n_bins=ep.n_bins,
-                               n_resamples=ep.n_resamples, seed=params.seed, kappa=kappa,
-                               measure=ep.confidence_measure, statistic=ep.statistic, temperature_dev=temperature)
+        for split in (*ep.splits, TRAIN):
+            kappa = _kappa(params, model, split, spec, teacher[split], labels[split], ids[split])
+            m = evaluate_split(teacher[split], student[split], labels[split], kappa=kappa, spec=spec, n_bins=ep.n_bins,
+                               n_resamples=ep.n_resamples, seed=params.seed, temperature_dev=temperature)
+            if model != TEACHER and implied_by_maths(m["kappa"], m["pinsker_bound"]):
+                log.warning("%s on %s: kappa %.4f >= the Pinsker bound %.4f = sqrt(mean KL / 2): phi_cnf holds for any "
+                            "student with this KL, so the verdict says nothing", model, split, m["kappa"], m["pinsker_bound"])
             result[split] = _finite(m)
-            _write_predictions(pred_dir / f"{split}.csv", frames[split], teacher[split], student[split], ep.confidence_measure)
+            if split == TRAIN:
+                continue
+            frame = frames[split]
+            _write_predictions(pred_dir / f"{split}.csv", frame, teacher[split], student[split], spec)
             _write_plot_data(out_root / "plots" / "eval" / model, split, teacher[split], student[split], labels[split],
-                             ep.n_bins, ep.confidence_measure)
-        for name, spec in ep.extra_sets.items():
-            result[name] = _evaluate_extra(params, model, name, spec, kappa, temperature, pred_dir)
-    write_json(out_root / "metrics" / "eval" / f"{model}.json", {k: v for k, v in result.items() if k != "kappa_source"})
+                             ep.n_bins, spec)
+        for name, extra in ep.extra_sets.items():
+            result[name] = _evaluate_extra(params, model, name, extra, spec, temperature, pred_dir)
+    result["confidence"] = {"measure": spec.measure, "subset": spec.subset, "statistic": spec.statistic,
+                            "class_index": spec.class_index}
+    result["kappa_policy"] = ep.kappa.policy
+    write_json(out_root / "metrics" / "eval" / f"{model}.json", result)
     _write_figures(out_root / "reports" / "figures" / model, model, out_root / "plots" / "eval" / model, ep.splits[0])
     t = result[ep.splits[0]]
-    log.info("%s on %s: accuracy %.4f, ECE %.4f, sigma %.4f vs kappa %.4f -> phi_cnf %s", model, ep.splits[0],
-             t["accuracy"], t["ece"], t["sigma"], t["kappa"], "holds" if t["phi_cnf"] else "fails")
+    log.info("%s on %s: accuracy %.4f, ECE %.4f, sigma %.4f vs kappa %.4f (%s) -> phi_cnf %s", model, ep.splits[0],
+             t["accuracy"], t["ece"], t["sigma"], t["kappa"], ep.kappa.policy, "holds" if t["phi_cnf"] else "fails")
     return result
 
 
-def _evaluate_extra(params: Params, model: str, name: str, spec, kappa, temperature, pred_dir: Path) -> dict:
+def _evaluate_extra(params: Params, model: str, name: str, extra, spec: ConfidenceSpec, temperature,
+                    pred_dir: Path) -> dict:
     """Run the saved teacher and student on an extra labelled file and score the student on it."""
     from confkd.data.loaders import read_table, to_examples
     from confkd.inference import load_predictor
@@ -99,23 +143,33 @@ def _evaluate_extra(params: Params, model: str, name: str, spec, kappa, temperat
     if name in ("test", "dev", "train", "transfer"):
         raise DataError(f"evaluate.extra_sets: '{name}' is a reserved split name")
     labels = json.loads(Path("data/prepared/labels.json").read_text())["labels"]
-    frame, _ = to_examples(read_table(spec.path), text_column=spec.text_column, label_column=spec.label_column,
-                           labels=labels, split=name, origin=spec.path)
+    frame, _ = to_examples(read_table(extra.path), text_column=extra.text_column, label_column=extra.label_column,
+                           labels=labels, split=name, origin=extra.path)
     texts = frame["text"].tolist()
     max_length = params.teacher.max_length
-    t_logits = load_predictor("models/teacher", max_length=max_length).predict_logits(texts)
-    s_logits = t_logits if model == TEACHER else load_predictor(Path("models/distill") / model, max_length=max_length).predict_logits(texts)
+    y = frame["label"].to_numpy()
+    predict = {m: load_predictor(Path("models") / m if m in (TEACHER, REFERENCE) else Path("models/distill") / m,
+                                 max_length=max_length).predict_logits for m in {TEACHER, model}}
+    t_logits = predict[TEACHER](texts)
+    s_logits = t_logits if model == TEACHER else predict[model](texts)
     ep = params.evaluate
-    m = evaluate_split(t_logits, s_logits, frame["label"].to_numpy(), n_bins=ep.n_bins, n_resamples=ep.n_resamples,
-                       seed=params.seed, kappa=kappa, measure=ep.confidence_measure, statistic=ep.statistic,
-                       temperature_dev=temperature)
-    _write_predictions(pred_dir / f"{name}.csv", frame, t_logits, s_logits, ep.confidence_measure)
+    reference = None
+    if ep.kappa.policy == "reference":
+        reference = load_predictor(Path("models") / REFERENCE, max_length=max_length).predict_logits(texts)
+    if ep.kappa.policy == "bound":
+        raise DataError(f"evaluate.extra_sets.{name}: kappa policy 'bound' is defined on the training data only; "
+                        "use 'reference' or 'fixed' with extra sets")
+    kappa = resolve_kappa(ep.kappa.policy, spec, teacher_logits=t_logits, reference_logits=reference, labels=y,
+                          value=ep.kappa.value)
+    m = evaluate_split(t_logits, s_logits, y, kappa=kappa, spec=spec, n_bins=ep.n_bins, n_resamples=ep.n_resamples,
+                       seed=params.seed, temperature_dev=temperature)
+    _write_predictions(pred_dir / f"{name}.csv", frame, t_logits, s_logits, spec)
     return _finite(m)
 
 
-def _write_predictions(path: Path, frame: pd.DataFrame, t_logits, s_logits, measure: str) -> None:
+def _write_predictions(path: Path, frame: pd.DataFrame, t_logits, s_logits, spec: ConfidenceSpec) -> None:
     pt, ps = probabilities(t_logits), probabilities(s_logits)
-    ct, cs = confidence_pair(pt, ps, measure)
+    ct, cs = confidence_pair(pt, ps, spec)
     df = pd.DataFrame({"id": frame["id"], "label": frame["label"], "teacher_pred": pt.argmax(1),
                        "student_pred": ps.argmax(1), "teacher_conf": ct, "student_conf": cs, "conf_gap": ct - cs})
     for k in range(ps.shape[1]):
@@ -123,7 +177,7 @@ def _write_predictions(path: Path, frame: pd.DataFrame, t_logits, s_logits, meas
     df.to_csv(path, index=False, float_format="%.6f")
 
 
-def _write_plot_data(folder: Path, split: str, t_logits, s_logits, labels, n_bins: int, measure: str) -> None:
+def _write_plot_data(folder: Path, split: str, t_logits, s_logits, labels, n_bins: int, spec: ConfidenceSpec) -> None:
     """CSV series for `dvc plots`: reliability diagram, confidence scatter, risk-coverage curve."""
     pt, ps = probabilities(t_logits), probabilities(s_logits)
     rel = []
@@ -134,7 +188,7 @@ def _write_plot_data(folder: Path, split: str, t_logits, s_logits, labels, n_bin
                 rel.append({"model": who, "bin_upper": curve["bin_upper"][i], "confidence": curve["confidence"][i],
                             "accuracy": curve["accuracy"][i], "count": int(curve["count"][i])})
     write_text(folder / f"reliability_{split}.csv", pd.DataFrame(rel).to_csv(index=False, float_format="%.6f"))
-    ct, cs = confidence_pair(pt, ps, measure)
+    ct, cs = confidence_pair(pt, ps, spec)
     scatter = pd.DataFrame({"teacher_conf": ct, "student_conf": cs, "agree": (pt.argmax(1) == ps.argmax(1)).astype(int)})
     write_text(folder / f"confidence_{split}.csv", scatter.to_csv(index=False, float_format="%.6f"))
     rows = []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from confkd.config import Params
 from confkd.errors import DataError
+from confkd.evaluation.confidence import resolve_spec
 from confkd.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,9 @@ COLUMNS = [  # (key, header, format)
     ("ts_ece", "ECE (TS)", "{:.4f}"),
     ("sigma", "sigma(X)", "{:.4f}"),
     ("kappa", "kappa", "{:.4f}"),
+    ("pinsker_bound", "Pinsker bound", "{:.4f}"),
     ("phi_cnf", "phi_cnf", "{}"),
+    ("train_sigma", "sigma(X train)", "{:.4f}"),
     ("parameters", "params", "{}"),
     ("active_parameters", "active params/example", "{}"),
     ("size_mb", "size on disk", "{:.1f} MB"),
@@ -43,6 +46,8 @@ def _human(n) -> str:
 
 def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
     models = ["teacher", *params.distill.configs]
+    if (Path("metrics/eval") / "teacher_reference.json").exists():  # kappa's yardstick, once evaluated
+        models.insert(1, "teacher_reference")
     if (Path("metrics/eval") / f"{params.tune.name}.json").exists():  # the tuned configuration, once evaluated
         models.append(params.tune.name)
     rows: dict[str, dict] = {}
@@ -51,18 +56,23 @@ def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
         eval_path = Path("metrics/eval") / f"{model}.json"
         if not eval_path.exists():
             raise DataError(f"{eval_path}: not found (run `dvc repro evaluate`)")
-        ev = json.loads(eval_path.read_text())[split]
-        if model == "teacher":
-            info = json.loads(Path("metrics/teacher.json").read_text())
-            model_dir = Path("models/teacher")
-            teacher_acc = ev["accuracy"]
+        evaluation = json.loads(eval_path.read_text())
+        ev = evaluation[split]
+        if model in ("teacher", "teacher_reference"):
+            info = json.loads((Path("metrics") / f"{model}.json").read_text())
+            model_dir = Path("models") / model
+            teacher_acc = ev["accuracy"] if model == "teacher" else teacher_acc
         else:
             info = json.loads((Path("metrics/distill") / f"{model}.json").read_text())
             model_dir = Path("models/distill") / model
         rows[model] = {
             **{k: ev.get(k) for k in ("accuracy", "macro_f1", "agreement", "ece", "ts_ece", "sigma", "kappa",
-                                      "accuracy_ci_low", "accuracy_ci_high", "sigma_ci_low", "sigma_ci_high", "aurc")},
+                                      "pinsker_bound", "accuracy_ci_low", "accuracy_ci_high", "sigma_ci_low",
+                                      "sigma_ci_high", "aurc")},
             "phi_cnf": bool(ev.get("phi_cnf")),
+            "phi_cnf_implied": bool(model != "teacher" and ev.get("kappa") is not None
+                                    and ev.get("pinsker_bound") is not None and ev["kappa"] >= ev["pinsker_bound"]),
+            "train_sigma": (evaluation.get("train") or {}).get("sigma"),
             "retention": ev["accuracy"] / teacher_acc if teacher_acc else None,
             "parameters": info.get("parameters"),
             "active_parameters": info.get("active_parameters_per_example", info.get("parameters")),
@@ -81,15 +91,23 @@ def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
             elif key == "latency_b32":
                 cells.append(f"{v[0]:.1f} ms ({v[1]})" if v else "—")
             elif key == "phi_cnf":
-                cells.append("holds" if v else "**fails**")
+                cells.append(("holds" + (" (implied)" if r["phi_cnf_implied"] else "")) if v else "**fails**")
             elif v is None:
                 cells.append("—")
             else:
                 cells.append(fmt.format(v))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines += ["", "sigma(X): standard deviation of teacher-minus-student top-class confidence over the split; "
-              "phi_cnf holds when sigma(X) <= kappa = sqrt(final training KL(teacher || student)) "
-              "(Vengertsev & Sherman 2024). ECE: 15 equal-width bins; TS: after temperature scaling fitted on dev. "
+    labels_file = Path("data/prepared/labels.json")
+    labels = json.loads(labels_file.read_text())["labels"] if labels_file.exists() else None
+    spec = resolve_spec(params.evaluate.confidence, labels)
+    kappa_text = {"reference": "sigma of a second teacher (same recipe, another seed) against the teacher on the same "
+                               "split: the teacher's own retraining noise",
+                  "fixed": f"the fixed value {params.evaluate.kappa.value}",
+                  "bound": "the paper's gamma * sqrt(beta / (|X| (1 - alpha)))"}[params.evaluate.kappa.policy]
+    lines += ["", f"sigma(X): {spec.describe()} (Vengertsev & Sherman 2024); phi_cnf holds when sigma(X) <= kappa, "
+              f"kappa = {kappa_text}. Pinsker bound: sqrt(mean KL(teacher || student) / 2) on the same examples, "
+              "the largest sigma the KL allows; a kappa at or above it holds for any student (marked 'implied'). "
+              "ECE: 15 equal-width bins; TS: after temperature scaling fitted on dev. "
               "Latency: raw text to probabilities, the export stage's fastest backend at batch 32 (reports/export.md)."]
     flat = {f"{model}.{k}": (float(v) if isinstance(v, (int, float, bool)) and v is not None else None)
             for model, r in rows.items() for k, v in r.items() if k != "latency_b32"}

@@ -9,13 +9,17 @@ What it guarantees:
   and the returned weights use the average, which smooths the step-to-step noise of fine-tuning;
 * a checkpoint (weights, optimiser, scheduler, scaler, RNG states, position in the epoch) every
   ``checkpoint_every_steps``: an interrupted run resumes where it stopped and ends with the same
-  weights as an uninterrupted one; a checkpoint whose fingerprint differs is ignored.
+  weights as an uninterrupted one; a checkpoint whose fingerprint differs is ignored;
+* checkpoints hold only tensors and plain Python values (dict, list, tuple, str, int, float, bool,
+  None), so they are read with ``torch.load(weights_only=True)``, which never runs pickled code; a
+  checkpoint that cannot be read that way is ignored with a warning and the run starts afresh.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import pickle
 import random
 import re
 import time
@@ -164,18 +168,66 @@ class WeightAverage:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The state of every RNG training draws from, as tensors and plain Python values.
+
+    ``torch.load(weights_only=True)`` refuses numpy arrays, so the numpy Mersenne Twister key is kept
+    as a list of ints; :func:`_set_rng_state` restores all of them exactly.
+    """
+    version, internal, gauss_next = random.getstate()
+    bit_generator, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": [version, list(internal), gauss_next],
+             "numpy": {"bit_generator": bit_generator, "key": key.tolist(), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore the RNG states captured by :func:`_rng_state`."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    np_state = state["numpy"]
+    np.random.set_state((np_state["bit_generator"], np.array(np_state["key"], dtype=np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays (e.g. metrics in the history) turned into Python numbers and lists."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):  # exact types: a named tuple is left as it is
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def _load_checkpoint(path: Path) -> dict | None:
+    """Read a checkpoint with ``weights_only=True``; None (and a warning) when it cannot be read that way.
+
+    A file holding anything but tensors and plain values (say, a pickled object of some class, or a
+    checkpoint from a version that stored numpy arrays) is refused by the restricted unpickler before
+    any of it runs.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        text = " ".join(str(err).split())
+        _, found, detail = text.partition("WeightsUnpickler error:")
+        reason = detail.split(". ")[0].strip() if found else text[:200]
+        log.warning("ignoring unreadable checkpoint %s (%s); starting afresh", path, reason)
+        return None
+    if not isinstance(saved, dict):
+        log.warning("ignoring checkpoint %s: not a checkpoint dictionary; starting afresh", path)
+        return None
+    return saved
 
 
 def _save(obj: Any, path: Path) -> None:
@@ -227,8 +279,8 @@ def fit(
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
         ckpt_path, best_path = checkpoint_dir / "last.pt", checkpoint_dir / "best.pt"
-        if ckpt_path.exists():
-            saved = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = _load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+        if saved is not None:
             if saved.get("fingerprint") == fingerprint and best_path.exists():
                 model.load_state_dict(saved["model"])
                 for o, o_state in zip(optimizers, saved["optimizers"]):
@@ -254,7 +306,7 @@ def fit(
             return
         _save({"fingerprint": fingerprint, "model": model.state_dict(),
                "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
-               "scaler": scaler.state_dict(), "loop": state, "rng": _rng_state(),
+               "scaler": scaler.state_dict(), "loop": _plain(state), "rng": _rng_state(),
                "ema": ema.state_dict() if ema is not None else None}, ckpt_path)
 
     def run_eval() -> bool:

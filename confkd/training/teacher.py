@@ -5,7 +5,6 @@ Later stages reuse the cached logits (train/dev/test/transfer) instead of re-run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -23,7 +22,7 @@ from confkd.config import Params
 from confkd.data.prepare import SPLITS, UNLABELED
 from confkd.errors import DataError
 from confkd.evaluation.metrics import classification_metrics
-from confkd.io import atomic_dir, atomic_path, read_jsonl, write_json, write_text
+from confkd.io import atomic_dir, atomic_path, fingerprint, read_jsonl, write_json, write_text
 from confkd.models.hf import count_parameters, load_classifier, load_tokenizer
 from confkd.runtime import configure_threads, seed_everything, select_device, select_precision
 from confkd.training.batching import length_grouped_batches, pad_batch, tokenize
@@ -67,13 +66,9 @@ def load_logits(path: Path, expected_ids: list[str] | None = None) -> np.ndarray
     return logits
 
 
-def _fingerprint(params: Params, prepared_dir: Path) -> str:
-    h = hashlib.sha256()
-    h.update(params.teacher.model_dump_json().encode())
-    h.update(str(params.seed).encode())
-    for split in ("train", "dev"):
-        h.update((prepared_dir / f"{split}.jsonl").read_bytes())
-    return h.hexdigest()
+def reference_params(params: Params) -> Params:
+    """The reference teacher's params: the teacher's recipe with seed ``evaluate.kappa.reference_seed``."""
+    return params.model_copy(update={"seed": params.evaluate.kappa.reference_seed})
 
 
 def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
@@ -119,7 +114,7 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
     result = fit(
         model, batches_for_epoch=batches_for_epoch, step_loss=step_loss, batch_size_of=len, evaluate=evaluate,
         cfg=loop_cfg, precision=precision, checkpoint_dir=paths.checkpoint_dir,
-        fingerprint=_fingerprint(params, paths.prepared_dir), desc="teacher",
+        fingerprint=fingerprint(params.teacher.model_dump_json(), str(params.seed), paths.prepared_dir), desc="teacher",
     )
     log.info("training done: %d steps (%.2f epochs), best step %d, %.1f samples/s",
              result.steps, result.epochs_run, result.best_step, result.samples_per_second)
@@ -195,7 +190,7 @@ def label_with_teacher(params: Params, texts: list[str], teacher_dir: Path, batc
     device = distributed.init_from_env(select_device(params.runtime.device))
     precision = select_precision(device, params.runtime.mixed_precision)
     model = model.to(device)
-    weights = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(teacher_dir.glob("*.safetensors")))).hexdigest()
+    weights = fingerprint(*sorted(teacher_dir.glob("*.safetensors")))
 
     def predict(chunk: list[str]) -> np.ndarray:
         return predict_logits(model, tokenizer, chunk, max_length=params.teacher.max_length, batch_size=batch_size,

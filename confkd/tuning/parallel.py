@@ -118,9 +118,10 @@ def prepare_study(params: Params, root: Path, storage: str) -> StudyState:
     """
     import optuna
 
-    from confkd.tuning.study import _check_space, open_study
+    from confkd.tuning.study import _check_space, open_study, with_kappa
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as in run_trials: confkd logs the study's progress
+    params = with_kappa(params, root)  # the resolved kappa is part of the study's identity, as in run_trials
     _check_space(params)  # a bad search space fails here, before any worker is started
     return study_state(open_study(params, root, storage))
 
@@ -131,9 +132,9 @@ def study_state(study) -> StudyState:
 
 
 def read_study_state(params: Params, root: Path, storage: str) -> StudyState:
-    from confkd.tuning.study import open_study
+    from confkd.tuning.study import open_study, with_kappa
 
-    return study_state(open_study(params, root, storage))
+    return study_state(open_study(with_kappa(params, root), root, storage))
 
 
 def run_one_trial(raw_params: dict, root: str, target: int, storage: str, sampler_seed: int,
@@ -171,10 +172,10 @@ def trial_rows(params: Params, root: Path, storage: str) -> list[dict]:
     """Every trial of the study as one flat row (number, state, objectives, parameters, time),
     with non-finite numbers as ``None`` so the rows serialise as JSON."""
     from confkd.tuning.results import trials_frame
-    from confkd.tuning.study import objectives, open_study
+    from confkd.tuning.study import objectives, open_study, with_kappa
 
     names = [m for m, _ in objectives(params.tune)]
-    frame = trials_frame(open_study(params, root, storage), names)
+    frame = trials_frame(open_study(with_kappa(params, root), root, storage), names)
     keep = ["number", "state", *names, *[c for c in frame.columns if c.startswith("param.")],
             "pruned_at_step", "steps_run", "duration_s"]
     rows = frame[[c for c in keep if c in frame.columns]].to_dict(orient="records") if len(frame) else []

@@ -16,7 +16,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from confkd.config import PrunerParams
+from confkd.config import PrunerParams, TuneParams
 from confkd.training.loop import LOWER_IS_BETTER
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,12 @@ INTERMEDIATE_ATTR = "intermediate"  # user attribute: {step: guide metric value}
 
 def direction_of(metric: str) -> str:
     return "minimize" if any(metric.endswith(k) for k in LOWER_IS_BETTER) else "maximize"
+
+
+def objectives(tp: TuneParams) -> list[tuple[str, str]]:
+    """(metric, direction) per objective."""
+    names = tp.metrics if tp.objective == "multi" else [tp.single.metric]
+    return [(m, direction_of(m)) for m in names]
 
 
 def make_pruner(p: PrunerParams) -> optuna.pruners.BasePruner:

@@ -11,15 +11,14 @@ import pandas as pd
 import yaml
 from optuna.trial import TrialState
 
-from confkd.config import Params, _deep_merge, parse_params
+from confkd.config import Params
 from confkd.errors import DataError
 from confkd.io import atomic_path, write_json, write_text
-from confkd.tuning.pruning import INTERMEDIATE_ATTR
-from confkd.tuning.space import nest
+from confkd.tuning.pruning import INTERMEDIATE_ATTR, objectives
+from confkd.tuning.tuned import tuned_config
 
 log = logging.getLogger(__name__)
 
-BEST_PARAMS = Path("tune/best_params.yaml")
 
 
 def trials_frame(study: optuna.Study, names: list[str]) -> pd.DataFrame:
@@ -69,34 +68,12 @@ def select_trial(study: optuna.Study, params: Params) -> tuple[optuna.trial.Froz
     return min(complete, key=lambda t: t.user_attrs.get("constraint", math.inf)), "no trial met the constraint: least infeasible"
 
 
-def tuned_config(params: Params, trial_params: dict) -> dict:
-    """The base configuration as written in params.yaml, with the tuned values (full budget, not the trial budget)."""
-    base = params.model_dump(by_alias=True, mode="json")["distill"]["configs"][params.tune.base]
-    return _deep_merge(base, nest(trial_params))
-
-
-def with_tuned_config(params: Params, path: Path = BEST_PARAMS) -> Params:
-    """``params`` with the tuned configuration (``tune.name``) added from the tune stage's output."""
-    if not path.exists():
-        raise DataError(f"{path}: not found (run the tune stage first: dvc repro tune)")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    try:
-        config = data["distill"]["configs"][params.tune.name]
-    except (KeyError, TypeError):
-        raise DataError(f"{path}: no distill.configs.{params.tune.name} (written for another tune.name?)") from None
-    raw = params.model_dump(by_alias=True, mode="json")
-    raw["distill"]["configs"][params.tune.name] = config
-    return parse_params(raw, source=str(path))
-
-
 def _write_yaml(path: Path, data: dict, header: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(header + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 
 def write_outputs(study: optuna.Study, params: Params, paths, wall_seconds: float) -> dict:
-    from confkd.tuning.study import objectives
-
     tp = params.tune
     names = [m for m, _ in objectives(tp)]
     frame = trials_frame(study, names)

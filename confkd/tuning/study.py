@@ -26,8 +26,8 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from confkd.config import Params, TuneParams, _deep_merge, parse_params
-from confkd.errors import ParamsError
-from confkd.tuning.pruning import Reporter, direction_of, finished, make_pruner
+from confkd.errors import DataError, ParamsError
+from confkd.tuning.pruning import Reporter, finished, make_pruner, objectives
 from confkd.tuning.space import grid, nest, suggest
 
 log = logging.getLogger(__name__)
@@ -60,10 +60,39 @@ class TunePaths:
         return self.root / "plots" / "tune" / "trials.csv"
 
 
-def objectives(tp: TuneParams) -> list[tuple[str, str]]:
-    """(metric, direction) per objective."""
-    names = tp.metrics if tp.objective == "multi" else [tp.single.metric]
-    return [(m, direction_of(m)) for m in names]
+def with_kappa(params: Params, root: Path = Path(".")) -> Params:
+    """``params`` with ``tune.kappa`` (and a null ``single.constraint_max``) resolved to a number.
+
+    A null ``tune.kappa`` takes the evaluate stage's kappa on dev: the reference teacher's dev sigma under
+    ``evaluate.confidence`` (policy ``reference``) or ``evaluate.kappa.value`` (``fixed``), so the tuned
+    trial is chosen against the same sigma and threshold the report judges it by.
+    """
+    tp = params.tune
+    kappa = tp.kappa
+    if kappa is None:
+        from confkd.evaluation.confidence import resolve_spec
+        from confkd.evaluation.kappa import resolve_kappa
+        from confkd.training.teacher import load_logits, load_prepared
+
+        kp = params.evaluate.kappa
+        labels, frames = load_prepared(root / "data/prepared")
+        dev = frames["dev"]
+        teacher = reference = None
+        if kp.policy == "reference":
+            ids = dev["id"].tolist()
+            teacher = load_logits(root / "artifacts/teacher/logits/dev.npz", ids)
+            ref_path = root / "artifacts/teacher_reference/logits/dev.npz"
+            if not ref_path.exists():
+                raise DataError(f"{ref_path}: not found: tune.kappa null with evaluate.kappa.policy 'reference' needs "
+                                "the reference teacher (run `dvc repro teacher_reference`)")
+            reference = load_logits(ref_path, ids)
+        kappa = resolve_kappa(kp.policy, resolve_spec(params.evaluate.confidence, labels), teacher_logits=teacher,
+                              reference_logits=reference, labels=dev["label"].to_numpy(), value=kp.value)
+        log.info("tune.kappa: %.4f (evaluate.kappa policy '%s' on dev)", kappa, kp.policy)
+    single = tp.single
+    if single.constraint_max is None:
+        single = single.model_copy(update={"constraint_max": kappa})
+    return params.model_copy(update={"tune": tp.model_copy(update={"kappa": kappa, "single": single})})
 
 
 def default_study_name(params: Params) -> str:
@@ -203,6 +232,7 @@ def run_trials(params: Params, paths: TunePaths | None = None, n_trials: int | N
     the target. Give each concurrent caller its own ``sampler_seed`` (see :func:`open_study`).
     """
     paths = paths or TunePaths()
+    params = with_kappa(params, paths.root)
     tp = params.tune
     _check_space(params)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -231,6 +261,7 @@ def write_study_outputs(params: Params, paths: TunePaths | None = None, storage:
     from confkd.tuning.results import write_outputs
 
     paths = paths or TunePaths()
+    params = with_kappa(params, paths.root)
     return write_outputs(open_study(params, paths.root, storage), params, paths, wall_seconds=wall_seconds)
 
 
