@@ -17,4 +17,6 @@ dvc exp run --temp "$@" \
   -S distill.configs.sparse_dan.augmented_size=3000 -S distill.configs.sparse_dan.student.max_features=20000 \
   -S distill.configs.sparse_dan.eval_every_steps=100 \
   -S distill.configs.sparse_dan_no_kd.max_steps=400 -S distill.configs.sparse_dan_no_kd.student.max_features=20000 \
-  -S distill.configs.sparse_dan_no_kd.eval_every_steps=100
+  -S distill.configs.sparse_dan_no_kd.eval_every_steps=100 \
+  -S tune.n_trials=4 -S tune.n_startup_trials=2 -S tune.timeout_minutes=4 \
+  -S tune.budget.max_steps=60 -S tune.budget.eval_every_steps=30 -S tune.pruner.n_warmup_steps=30

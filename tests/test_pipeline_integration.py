@@ -56,6 +56,23 @@ def test_dvc_repro_runs_the_three_stages_then_nothing(repo_copy):
     assert time.perf_counter() - t0 < 30
 
 
+def test_a_changed_schema_default_makes_dvc_status_name_the_stages(repo_copy):
+    """Every stage depends on the code it imports (tests/test_dvc_deps.py): a default changed in the schema
+    is a changed dependency of every stage that ran, not a silent "up to date"."""
+    schema = repo_copy / "confkd" / "config.py"
+    original = schema.read_text()
+    assert "dev_fraction: float = Field(0.1," in original
+    schema.write_text(original.replace("dev_fraction: float = Field(0.1,", "dev_fraction: float = Field(0.15,"))
+    try:
+        status = _dvc(["status", "--json"], repo_copy).stdout
+    finally:
+        schema.write_text(original)
+    changed = json.loads(status)
+    assert {"prepare", "validate", "teacher"} <= set(changed)
+    assert all("confkd/config.py" in json.dumps(changed[s]) for s in ("prepare", "validate", "teacher"))
+    assert json.loads(_dvc(["status", "--json"], repo_copy).stdout).keys().isdisjoint({"prepare", "validate", "teacher"})
+
+
 def test_dvc_repro_of_one_distillation_matrix_entry(repo_copy):
     proc = _dvc(["repro", "distill@kd_logits"], repo_copy)
     assert "Running stage 'distill@kd_logits'" in proc.stdout
