@@ -1,0 +1,77 @@
+"""Speed-ups that hold still: predictors timed interleaved in one process, the ratio taken per round.
+
+Timing the teacher and then a student lets machine load between the two land in their ratio. Here every
+round calls each predictor once on the same batch, in a rotating order, so a slow moment hits all of them;
+the speed-up of a model is the per-round ratio ``t_reference / t_model``, summarised by its median and its
+spread over rounds.
+
+    results = time_interleaved({"teacher": teacher_fn, "dan": dan_fn}, texts, batch_size=32, rounds=30,
+                               reference="teacher")
+    results["dan"].speedup, results["dan"].speedup_spread
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from confkd.errors import ParamsError
+
+Predict = Callable[[list], Any]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One predictor at one batch size. Seconds are per call (one batch)."""
+
+    median_s: float
+    p90_s: float
+    speedup: float  # median over rounds of t_reference / t_self (1.0 for the reference)
+    speedup_spread: float  # (p90 - p10) / median of the per-round ratios: relative spread
+    batch_size: int
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.batch_size / self.median_s
+
+
+def time_interleaved(predictors: dict[str, Predict], items: Sequence, batch_size: int, rounds: int = 30,
+                     warmup: int = 3, reference: str | None = None,
+                     clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
+    """Time every predictor on the same batch (the first ``batch_size`` of ``items``, cycled if fewer),
+    interleaved: ``warmup`` untimed rounds, then ``rounds`` rounds in which each predictor is called once,
+    the order rotating by one each round. ``reference`` (default: the first predictor) is what speed-ups are
+    relative to."""
+    if not predictors:
+        raise ParamsError("time_interleaved needs at least one predictor")
+    if batch_size < 1 or rounds < 1 or warmup < 0:
+        raise ParamsError(f"batch_size and rounds must be >= 1 and warmup >= 0 (got {batch_size}, {rounds}, {warmup})")
+    if not items:
+        raise ParamsError("time_interleaved needs at least one input")
+    names = list(predictors)
+    reference = reference or names[0]
+    if reference not in predictors:
+        raise ParamsError(f"reference '{reference}' is not one of the predictors {names}")
+    batch = [items[i % len(items)] for i in range(batch_size)]
+    for _ in range(warmup):
+        for name in names:
+            predictors[name](batch)
+    seconds = {name: np.empty(rounds) for name in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            t0 = clock()
+            predictors[name](batch)
+            seconds[name][r] = clock() - t0
+    out = {}
+    for name in names:
+        ratio = seconds[reference] / np.maximum(seconds[name], 1e-12)
+        med = float(np.median(ratio))
+        p10, p90 = np.percentile(ratio, [10, 90])
+        out[name] = Timing(median_s=float(np.median(seconds[name])), p90_s=float(np.percentile(seconds[name], 90)),
+                           speedup=med, speedup_spread=float((p90 - p10) / med) if med > 0 else float("nan"),
+                           batch_size=batch_size)
+    return out
