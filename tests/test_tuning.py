@@ -234,3 +234,21 @@ def test_study_resumes_after_the_process_is_killed(trained_teacher, tiny_model_d
              and t.system_attrs.get("failed_trial") is None]
     assert all(p not in completed_before_params for p in fresh)  # the resumed sampler proposes new points
     assert yaml.safe_load((root / "tune" / "best_params.yaml").read_text())["distill"]["configs"]["tuned"]
+
+
+def test_study_identity_includes_task_data_and_sigma_definition(tmp_path):
+    """A study is never reused across data, tasks or sigma definitions (its trials would be scored on another)."""
+    from confkd.config import parse_params
+    from confkd.tuning.study import default_study_name
+
+    raw = {"distill": {"configs": {"kd": {"method": "kd_logits"}}}, "tune": {"base": "kd", "kappa": 0.1}}
+    (tmp_path / "data/prepared").mkdir(parents=True)
+    (tmp_path / "data/prepared/train.jsonl").write_text('{"id": "a", "text": "x", "label": 0}\n')
+    name = default_study_name(parse_params(raw), tmp_path)
+    assert name == default_study_name(parse_params(raw), tmp_path)
+    (tmp_path / "data/prepared/train.jsonl").write_text('{"id": "a", "text": "y", "label": 0}\n')
+    changed_data = default_study_name(parse_params(raw), tmp_path)
+    assert changed_data != name
+    other_task = default_study_name(parse_params({**raw, "task": {"name": "tweet_offensive"}}), tmp_path)
+    other_sigma = default_study_name(parse_params({**raw, "evaluate": {"confidence": {"subset": "all"}}}), tmp_path)
+    assert len({changed_data, other_task, other_sigma}) == 3

@@ -95,13 +95,21 @@ def with_kappa(params: Params, root: Path = Path(".")) -> Params:
     return params.model_copy(update={"tune": tp.model_copy(update={"kappa": kappa, "single": single})})
 
 
-def default_study_name(params: Params) -> str:
-    """Base name + a hash of everything that defines the study, so a changed setup starts a new study."""
+def default_study_name(params: Params, root: Path = Path(".")) -> str:
+    """Base name + a hash of everything that defines the study, so a changed setup starts a new study: the
+    base configuration, seed, objectives, space, budget and pruner, the sigma definition and kappa the trials
+    are judged by, the task, and the content of the data and teacher logits the trials train on (a study is
+    never reused across data)."""
+    from confkd.io import fingerprint
+
     tp = params.tune
     spec = {"base": params.distill.resolve(tp.base).model_dump(mode="json"), "seed": params.seed,
             **tp.model_dump(mode="json", include={"objective", "metrics", "single", "sampler", "budget", "space",
-                                                  "pruner", "n_startup_trials"})}
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+                                                  "pruner", "n_startup_trials", "kappa"}),
+            "confidence": params.evaluate.confidence.model_dump(mode="json"),
+            "task": params.task.model_dump(mode="json")}
+    data = [p for p in (root / "data/prepared", root / "artifacts/teacher/logits") if p.exists()]
+    digest = hashlib.sha256((json.dumps(spec, sort_keys=True) + fingerprint(*data)).encode()).hexdigest()[:10]
     return f"{tp.base}-{tp.objective}-{digest}"
 
 
@@ -130,7 +138,7 @@ def open_study(params: Params, root: Path = Path("."), storage: str | None = Non
     except Exception as err:  # sqlalchemy raises many kinds for bad URLs / unreachable servers
         raise ParamsError(f"tune.storage: cannot open '{url}': {err}") from None
     directions = [d for _, d in objectives(tp)]
-    return optuna.create_study(study_name=study_name or tp.study_name or default_study_name(params), storage=rdb,
+    return optuna.create_study(study_name=study_name or tp.study_name or default_study_name(params, root), storage=rdb,
                                sampler=_sampler(tp, params.seed if sampler_seed is None else sampler_seed),
                                directions=directions, load_if_exists=True)
 
