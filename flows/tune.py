@@ -11,8 +11,10 @@ time in the flow's process by default, or in parallel on Dask workers:
     python flows/tune.py --address tcp://10.0.0.5:8786 \\
         --storage postgresql+psycopg://confkd@db/optuna   # an existing Dask cluster, shared storage
 
-After the trials, the study's outputs (tune/best_params.yaml, reports/tune/, metrics/tune.json)
-are written once, and the run publishes reports/tune/summary.md and the trials as artifacts.
+After the trials, the study's outputs (tune/best_params.yaml, reports/tune/, metrics/tune.json) are
+written once, by reproducing the DVC ``tune`` stage (which finds the trials already in the storage), so
+``dvc.lock`` stays true after a flow run; the run publishes reports/tune/summary.md and the trials as
+artifacts.
 The Prefect-independent half is :mod:`confkd.tuning.parallel`.
 """
 
@@ -58,11 +60,30 @@ def trial_task(raw_params: dict, root: str, target: int, storage: str, slot: int
 
 
 @task(name="tune-outputs", cache_policy=NO_CACHE)
-def outputs_task(raw_params: dict, root: str, storage: str, wall_seconds: float) -> dict:
-    """The tuned configuration, tables, plots and metrics, written once after every trial."""
+def outputs_task(raw_params: dict, root: str, storage: str, wall_seconds: float, through_dvc: bool) -> dict:
+    """The tuned configuration, tables, plots and metrics, written once after every trial.
+
+    ``through_dvc``: by reproducing the DVC ``tune`` stage, which opens the same study (its trials are
+    already there, so it adds none unless params.yaml asks for more) and writes the outputs, so that
+    ``dvc.lock`` describes them afterwards. Otherwise (a workspace without DVC, or a storage other than
+    params.yaml's) they are written directly and DVC does not know them.
+    """
+    import json
+    import subprocess
+
     from confkd.config import parse_params
     from confkd.tuning.study import TunePaths, write_study_outputs
 
+    if through_dvc:
+        env = dict(os.environ, DVC_NO_ANALYTICS="1")
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "-s", "tune"], cwd=root, env=env,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ConfkdError(f"dvc repro -s tune failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return json.loads((Path(root) / "metrics" / "tune.json").read_text(encoding="utf-8"))
+    get_run_logger().warning("outputs written directly (no DVC project at %s, or a storage other than "
+                             "tune.storage): dvc.lock does not describe them", root)
     return write_study_outputs(parse_params(raw_params, source="tune run"), TunePaths(Path(root)), storage,
                                wall_seconds=wall_seconds)
 
@@ -247,7 +268,10 @@ def tune_flow(
                        state.finished, params.tune.n_trials, _counts(state))
 
     raw = params.model_dump(by_alias=True, mode="json")
-    metrics = outputs_task(raw, str(repo), url, wall_seconds=round(time.perf_counter() - t0, 2))
+    through_dvc = ((repo / "dvc.yaml").exists() and (repo / ".dvc").is_dir()
+                   and url == shared_storage(tune_params(repo / params_file).tune.storage, repo))
+    metrics = outputs_task(raw, str(repo), url, wall_seconds=round(time.perf_counter() - t0, 2),
+                           through_dvc=through_dvc)
     wall = time.perf_counter() - t0
     _publish(repo, url, params, state, runner_name, wall)
     logger.info("study '%s': %s in %.1f s", state.name, _counts(state), wall)

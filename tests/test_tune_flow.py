@@ -136,3 +136,39 @@ def test_task_runner_choice(flow_module):
         flow_module.make_task_runner(dask_workers=2, dask_address="tcp://127.0.0.1:8786")
     assert flow_module.masked("postgresql+psycopg://confkd:secret@db/optuna") == \
         "postgresql+psycopg://confkd:***@db/optuna"
+
+
+@pytest.mark.integration
+def test_the_flow_goes_through_dvc_and_leaves_dvc_status_clean(flow_module, tiny_model_dir, tmp_path):
+    """In a DVC project the flow's outputs come from `dvc repro -s tune`: dvc.lock describes them afterwards."""
+    import json
+    import subprocess
+    import sys
+
+    from prefect.testing.utilities import prefect_test_harness
+
+    from .conftest import copy_repo_tiny
+
+    root = copy_repo_tiny(tmp_path / "repo", tiny_model_dir)
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["distill"]["configs"] = {"kd_logits": raw["distill"]["configs"]["kd_logits"]}
+    raw["tune"].update(base="kd_logits", n_trials=2, n_startup_trials=1, budget={"max_steps": 3, "eval_every_steps": 3})
+    raw["export"]["models"] = ["teacher"]
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+    def dvc(*args):
+        proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    dvc("init", "--no-scm", "-q")
+    dvc("repro", "augment", "teacher_reference")  # the tune stage's inputs
+    with prefect_test_harness(server_startup_timeout=120):
+        result = flow_module.tune_flow(root=str(root), threads_per_trial=1)
+    assert result["finished"] == 2
+    status = json.loads(dvc("status", "tune", "--json") or "{}")
+    assert "tune" not in status, status  # dvc.lock describes the outputs the flow produced
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert "tune" in lock["stages"] and (root / "tune" / "best_params.yaml").exists()
