@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -75,7 +75,6 @@ class Side:
     rev: str | None = None  # git revision (None: workspace or folder)
     folder: Path | None = None
     source: str | None = None  # the repository a revision belongs to
-    notes: list[str] = field(default_factory=list)
 
 
 def flatten(data: Any, where: str, prefix: str = "") -> dict[str, Any]:
