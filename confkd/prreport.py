@@ -8,16 +8,19 @@ a pipeline run (a checkout where the quick profile ran). From each side's ``metr
 
 * the phi_cnf verdicts that flipped, first;
 * one row per model whose headline metrics changed (test accuracy, retention vs the teacher, agreement, ECE,
-  sigma, kappa, phi_cnf, size), each cell ``head (delta)``; a delta outside noise is bold, one inside noise is
-  small (paired tests on the per-example predictions: McNemar's exact test for accuracy and agreement, a
-  paired bootstrap interval for sigma and ECE; without predictions on both sides, an unpaired test on the
+  sigma, kappa, phi_cnf, size, speed-up), each cell ``head (delta)``; a delta outside noise is bold, one inside
+  noise is small (paired tests on the per-example predictions: McNemar's exact test for accuracy and agreement,
+  a paired bootstrap interval for sigma and ECE; without predictions on both sides, an unpaired test on the
   recorded intervals, and the comment says so); new and removed models are marked; unchanged ones are named
   on one line;
 * the params that changed, and only those;
 * the full ``dvc metrics diff`` and ``dvc params diff`` folded in ``<details>``;
 * a PNG plot, test accuracy vs sigma for every model, base and head.
 
-Speed-ups are not compared: they are timings of two different runs, i.e. machine noise (see the README).
+Speed-ups are ratios measured interleaved within one run (``metrics/export.json`` via ``metrics/summary.json``:
+model vs the fastest teacher backend, batch 32); absolute milliseconds are never compared. A speed-up change
+counts as real only when it exceeds the larger of the two sides' spreads over rounds, and a speed-up change
+within that band alone does not list a model as changed.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ PARAMS = "params.yaml"
 # (key, header, format); retention and size are derived, the rest are test-split keys of metrics/eval
 COLUMNS = [("accuracy", "test acc", "{:.4f}"), ("retention", "vs teacher", "{:.1%}"), ("agreement", "agreement", "{:.3f}"),
            ("ece", "ECE", "{:.3f}"), ("sigma", "sigma", "{:.4f}"), ("kappa", "kappa", "{:.4f}"),
-           ("phi_cnf", "phi_cnf", "{}"), ("size_mb", "size", "{:.1f} MB")]
+           ("phi_cnf", "phi_cnf", "{}"), ("size_mb", "size", "{:.1f} MB"), ("speedup", "speed-up b32", "{:.1f}x")]
+SPEEDUP = "speedup_vs_best_teacher_b32"  # metrics/summary.json, from the export stage's interleaved run
 TESTED = ("accuracy", "agreement", "ece", "sigma")
 EPS = 1e-12
 
@@ -207,6 +211,8 @@ def _value(side: Side, model: str, key: str) -> Any:
         return acc / teacher if acc is not None and teacher else None
     if key == "size_mb":
         return side.summary.get(f"{model}.size_mb")
+    if key == "speedup":
+        return side.summary.get(f"{model}.{SPEEDUP}")
     if key == "phi_cnf":
         v = ev.get("test.phi_cnf")
         return None if v is None else bool(v)
@@ -280,6 +286,16 @@ def compare_model(base: Side, head: Side, model: str, n_resamples: int = 1000) -
     return out, note
 
 
+def speedup_change(base: Side, head: Side, model: str) -> Change | None:
+    """A speed-up change is real when the relative change exceeds the larger per-round spread of the two runs."""
+    vb, vh = _value(base, model, "speedup"), _value(head, model, "speedup")
+    if vb is None or vh is None or vb <= 0:
+        return None
+    spreads = [side.summary.get(f"{model}.{SPEEDUP}_spread") for side in (base, head)]
+    band = max((s for s in spreads if s is not None), default=math.inf)
+    return Change(vb, vh, real=bool(abs(vh / vb - 1) > band), method="spread over rounds")
+
+
 def _order(models) -> list[str]:
     rest = sorted(m for m in models if m not in ("teacher", "teacher_reference"))
     return [m for m in ("teacher", "teacher_reference") if m in models] + rest
@@ -305,6 +321,10 @@ def _cell(key: str, fmt: str, vb: Any, vh: Any, change: Change | None) -> str:
 def _changed(base: Side, head: Side, model: str) -> bool:
     for key, _, _ in COLUMNS:
         vb, vh = _value(base, model, key), _value(head, model, key)
+        if key == "speedup" and vb is not None and vh is not None:
+            if speedup_change(base, head, model).real:
+                return True
+            continue
         if (vb is None) != (vh is None):
             return True
         if vb is not None and (vb != vh if isinstance(vb, bool) else abs(vh - vb) > EPS):
@@ -349,6 +369,8 @@ def build_comment(base: Side, head: Side, details: str = "", plot_name: str | No
                 if fallback:
                     notes.append(m)
             tests["retention"] = tests.get("accuracy")  # retention moves with accuracy (same teacher run)
+            if m in changed:
+                tests["speedup"] = speedup_change(base, head, m)
             cells = [_cell(k, f, _value(base, m, k) if m not in new else None, _value(head, m, k), tests.get(k))
                      for k, _, f in COLUMNS]
             lines.append(f"| `{m}`{' (new)' if m in new else ''} | " + " | ".join(cells) + " |")
@@ -359,8 +381,9 @@ def build_comment(base: Side, head: Side, details: str = "", plot_name: str | No
         lines.append("No model's quality metrics changed.")
     lines += ["", "**Bold**: outside noise (paired McNemar exact test for accuracy and agreement, paired bootstrap "
               "95% interval for ECE and sigma, on the test split's per-example predictions); <sub>(small)</sub>: "
-              "within noise; kappa and size are not tested. Speed-ups are not compared (timings of two runs are "
-              "machine noise)."]
+              "within noise; kappa and size are not tested. Speed-up: vs the fastest teacher backend at batch 32, a "
+              "per-round ratio from one interleaved run per side; bold when the change exceeds both runs' spread "
+              "over rounds."]
     if notes:
         lines.append(f"Per-example predictions missing on one side for {', '.join(f'`{m}`' for m in notes)}: "
                      "those used an unpaired test on the recorded 95% intervals (weaker).")

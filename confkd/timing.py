@@ -12,6 +12,7 @@ spread over rounds.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -38,17 +39,64 @@ class Timing:
         return self.batch_size / self.median_s
 
 
+def check_settings(batch_size: int, rounds: int, warmup: int) -> None:
+    if batch_size < 1 or rounds < 1 or warmup < 0:
+        raise ParamsError(f"batch_size and rounds must be >= 1 and warmup >= 0 (got {batch_size}, {rounds}, {warmup})")
+
+
+def interleaved_rounds(predictors: dict[str, Predict], batch: list, rounds: int = 30, warmup: int = 3,
+                       clock: Callable[[], float] = time.perf_counter) -> dict[str, np.ndarray]:
+    """Seconds per call, ``{name: [rounds]}``: ``warmup`` untimed rounds, then ``rounds`` rounds in which
+    every predictor is called once on ``batch``, the order rotating by one each round.
+
+    The garbage collector is paused while timing, so a collection triggered by one predictor's
+    allocations does not land in another's figures.
+    """
+    if not predictors:
+        raise ParamsError("interleaved timing needs at least one predictor")
+    if not batch:
+        raise ParamsError("interleaved timing needs at least one input")
+    check_settings(len(batch), rounds, warmup)
+    names = list(predictors)
+    for _ in range(warmup):
+        for name in names:
+            predictors[name](batch)
+    seconds = {name: np.empty(rounds) for name in names}
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            shift = r % len(names)
+            for name in names[shift:] + names[:shift]:
+                t0 = clock()
+                predictors[name](batch)
+                seconds[name][r] = clock() - t0
+    finally:
+        if was_enabled:
+            gc.enable()
+    return seconds
+
+
+def ratio(reference: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
+    """``(median, relative spread)`` of the per-round ratio ``reference / seconds`` (a speed-up).
+
+    Spread = (p90 - p10) / median of the per-round ratios.
+    """
+    per_round = np.asarray(reference, dtype=float) / np.maximum(np.asarray(seconds, dtype=float), 1e-12)
+    med = float(np.median(per_round))
+    p10, p90 = np.percentile(per_round, [10, 90])
+    return med, (float((p90 - p10) / med) if med > 0 else float("nan"))
+
+
 def time_interleaved(predictors: dict[str, Predict], items: Sequence, batch_size: int, rounds: int = 30,
                      warmup: int = 3, reference: str | None = None,
                      clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
-    """Time every predictor on the same batch (the first ``batch_size`` of ``items``, cycled if fewer),
-    interleaved: ``warmup`` untimed rounds, then ``rounds`` rounds in which each predictor is called once,
-    the order rotating by one each round. ``reference`` (default: the first predictor) is what speed-ups are
-    relative to."""
+    """:func:`interleaved_rounds` on one batch (the first ``batch_size`` of ``items``, cycled if fewer),
+    summarised per predictor; ``reference`` (default: the first predictor) is what speed-ups are relative to."""
     if not predictors:
         raise ParamsError("time_interleaved needs at least one predictor")
-    if batch_size < 1 or rounds < 1 or warmup < 0:
-        raise ParamsError(f"batch_size and rounds must be >= 1 and warmup >= 0 (got {batch_size}, {rounds}, {warmup})")
+    check_settings(batch_size, rounds, warmup)
     if not items:
         raise ParamsError("time_interleaved needs at least one input")
     names = list(predictors)
@@ -56,22 +104,10 @@ def time_interleaved(predictors: dict[str, Predict], items: Sequence, batch_size
     if reference not in predictors:
         raise ParamsError(f"reference '{reference}' is not one of the predictors {names}")
     batch = [items[i % len(items)] for i in range(batch_size)]
-    for _ in range(warmup):
-        for name in names:
-            predictors[name](batch)
-    seconds = {name: np.empty(rounds) for name in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            t0 = clock()
-            predictors[name](batch)
-            seconds[name][r] = clock() - t0
+    seconds = interleaved_rounds(predictors, batch, rounds, warmup, clock)
     out = {}
     for name in names:
-        ratio = seconds[reference] / np.maximum(seconds[name], 1e-12)
-        med = float(np.median(ratio))
-        p10, p90 = np.percentile(ratio, [10, 90])
+        med, spread = ratio(seconds[reference], seconds[name])
         out[name] = Timing(median_s=float(np.median(seconds[name])), p90_s=float(np.percentile(seconds[name], 90)),
-                           speedup=med, speedup_spread=float((p90 - p10) / med) if med > 0 else float("nan"),
-                           batch_size=batch_size)
+                           speedup=med, speedup_spread=spread, batch_size=batch_size)
     return out

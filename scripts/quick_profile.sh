@@ -19,4 +19,6 @@ dvc exp run --temp "$@" \
   -S distill.configs.sparse_dan_no_kd.max_steps=400 -S distill.configs.sparse_dan_no_kd.student.max_features=20000 \
   -S distill.configs.sparse_dan_no_kd.eval_every_steps=100 \
   -S tune.n_trials=4 -S tune.n_startup_trials=2 -S tune.timeout_minutes=4 \
-  -S tune.budget.max_steps=60 -S tune.budget.eval_every_steps=30 -S tune.pruner.n_warmup_steps=30
+  -S tune.budget.max_steps=60 -S tune.budget.eval_every_steps=30 -S tune.pruner.n_warmup_steps=30 \
+  -S evaluate.n_resamples=200 -S evaluate.train_sample=1000 \
+  -S export.latency.warmup=2 -S export.latency.repeats=5

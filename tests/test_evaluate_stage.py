@@ -71,10 +71,11 @@ def test_teacher_against_itself_and_summary(evaluated, monkeypatch):
         evaluate_model(params, model, out_root=root)
     teacher = json.loads((root / "metrics/eval/teacher.json").read_text())["test"]
     assert teacher["agreement"] == 1.0 and teacher["sigma"] == 0.0 and teacher["phi_cnf"] == 1.0
-    flat, md = build_summary(params)
+    flat, md, _ = build_summary(params)
     assert flat["teacher.retention"] == 1.0
     assert "| dan |" in md and "| kd |" in md and "| teacher |" in md
     assert flat["dan.active_parameters"] < flat["dan.parameters"]
+    assert not [k for k in flat if "_ms" in k or "p50" in k]  # no absolute time in compared metrics
     write_summary(params)
     assert json.loads((root / "metrics/summary.json").read_text()) == flat
 
@@ -183,16 +184,30 @@ def test_predict_cli(evaluated, capsys, tmp_path):
     assert main(["predict", "--model", str(root / "models/teacher")]) == 1  # no texts
 
 
-def test_summary_takes_each_models_fastest_exported_backend(tmp_path):
+def test_summary_quotes_the_export_stages_ratios_and_no_milliseconds(tmp_path):
+    """One figure, one source: the summary copies metrics/export.json's interleaved ratios as they are."""
     import json
 
-    from confkd.evaluation.summary import _add_latency
+    from confkd.evaluation.summary import _add_latency, accuracy_latency_rows, plot_accuracy_latency
 
     path = tmp_path / "export.json"
-    path.write_text(json.dumps({"teacher.torch.p50_ms_b32": 200.0, "teacher.onnx_int8.p50_ms_b32": 100.0,
-                                "dan.torch.p50_ms_b32": 1.0, "dan.onnx_fp32.p50_ms_b32": 2.0}))
-    rows = {"teacher": {}, "dan": {}, "other": {}}
+    path.write_text(json.dumps({"teacher.speedup_vs_best_teacher_b32": 1.0, "teacher.speedup_vs_torch_teacher_b32": 3.8,
+                                "dan.speedup_vs_best_teacher_b32": 150.0, "dan.speedup_vs_best_teacher_b32_spread": 0.08,
+                                "dan.speedup_vs_torch_teacher_b32": 570.0, "dan.onnx_fp32.accuracy": 0.8}))
+    rows = {"teacher": {"sigma": 0.0}, "dan": {"sigma": 0.12}, "other": {}}
     _add_latency(rows, path)
-    assert rows["teacher"]["latency_b32"] == (100.0, "ONNX int8") and rows["teacher"]["speedup_b32"] == 2.0
-    assert rows["dan"]["latency_b32"] == (1.0, "PyTorch") and rows["dan"]["speedup_b32"] == 200.0
-    assert rows["other"] == {}
+    assert rows["dan"] == {"sigma": 0.12, "speedup_vs_best_teacher_b32": 150.0,
+                           "speedup_vs_best_teacher_b32_spread": 0.08, "speedup_vs_torch_teacher_b32": 570.0}
+    assert rows["teacher"]["speedup_vs_torch_teacher_b32"] == 3.8 and rows["other"] == {}
+    latency = [{"model": "teacher", "backend": "onnx_int8", "batch_size": 32, "median_ms": 80.0, "accuracy": 0.88,
+                "fastest": True},
+               {"model": "dan", "backend": "numpy_fp32", "batch_size": 32, "median_ms": 0.5, "accuracy": 0.82,
+                "fastest": True},
+               {"model": "dan", "backend": "numpy_fp32", "batch_size": 1, "median_ms": 0.1, "accuracy": 0.82,
+                "fastest": True}]
+    points = accuracy_latency_rows(rows, latency)
+    assert [(p["point"], p["latency_ms"], p["batch_size"], p["sigma"]) for p in points] == [
+        ("teacher (ONNX int8)", 80.0, 32, 0.0), ("dan (numpy fp32)", 0.5, 32, 0.12)]
+    assert [p["batch_size"] for p in accuracy_latency_rows(rows, latency[2:])] == [1]  # 32 not timed: the largest
+    assert plot_accuracy_latency(points, tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_accuracy_latency([], tmp_path / "none.png").read_bytes()[:4] == b"\x89PNG"  # says nothing was timed

@@ -179,3 +179,24 @@ def test_git_revisions_with_dvc_details_and_plot(sides, tmp_path):
     assert "`better`" in comment and "<details>" in comment and "#### dvc params diff" in comment
     assert "distill.configs.better.alpha" in comment.split("<details>")[1]  # DVC's own params diff
     assert (tmp_path / "pr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_speedup_changes_count_only_outside_both_runs_spread(sides):
+    """Timing noise alone never lists a model as changed; a move beyond both spreads is bold."""
+    from confkd.prreport import speedup_change
+
+    base, head, _ = sides
+    base.summary.update({"same.speedup_vs_best_teacher_b32": 100.0, "same.speedup_vs_best_teacher_b32_spread": 0.10,
+                         "better.speedup_vs_best_teacher_b32": 3.0, "better.speedup_vs_best_teacher_b32_spread": 0.05})
+    head.summary.update({"same.speedup_vs_best_teacher_b32": 108.0, "same.speedup_vs_best_teacher_b32_spread": 0.06,
+                         "better.speedup_vs_best_teacher_b32": 4.5, "better.speedup_vs_best_teacher_b32_spread": 0.05})
+    assert not speedup_change(base, head, "same").real  # +8% inside the 10% spread
+    assert speedup_change(base, head, "better").real  # +50% outside both 5% spreads
+    assert speedup_change(base, head, "teacher") is None  # not timed on one side: not tested
+    comment = build_comment(base, head, n_resamples=200)
+    assert "Unchanged (2): `teacher`, `same`." in comment  # the 8% timing wobble does not make `same` changed
+    row = next(line for line in comment.splitlines() if line.startswith("| `better`"))
+    assert row.rstrip(" |").endswith("**4.5x (+1.5x)**")
+    head.summary["same.speedup_vs_best_teacher_b32"] = 130.0  # +30%: beyond both spreads
+    assert "`same`" in next(line for line in build_comment(base, head, n_resamples=200).splitlines()
+                            if line.startswith("| `same`"))

@@ -28,10 +28,11 @@ COLUMNS = [  # (key, header, format)
     ("parameters", "params", "{}"),
     ("active_parameters", "active params/example", "{}"),
     ("size_mb", "size on disk", "{:.1f} MB"),
-    ("latency_b32", "fastest p50, batch 32", "{}"),
-    ("speedup_b32", "speed-up vs teacher", "{:.1f}x"),
+    ("speedup_vs_best_teacher_b32", "speed-up vs fastest teacher, b32", "{:.1f}x"),
+    ("speedup_vs_torch_teacher_b32", "vs PyTorch teacher, b32", "{:.1f}x"),
 ]
-BACKENDS = {"torch": "PyTorch", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
+BACKENDS = {"torch": "PyTorch fp32", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8", "numpy_fp32": "numpy fp32"}
+SPEED_KEYS = ("speedup_vs_best_teacher_b32", "speedup_vs_best_teacher_b32_spread", "speedup_vs_torch_teacher_b32")
 
 
 def _dir_size_mb(path: Path) -> float:
@@ -44,7 +45,7 @@ def _human(n) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
-def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
+def build_summary(params: Params, split: str = "test") -> tuple[dict, str, dict[str, dict]]:
     models = ["teacher", *params.distill.configs]
     if (Path("metrics/eval") / "teacher_reference.json").exists():  # kappa's yardstick, once evaluated
         models.insert(1, "teacher_reference")
@@ -88,8 +89,9 @@ def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
             v = r.get(key)
             if key in ("parameters", "active_parameters"):
                 cells.append(_human(v))
-            elif key == "latency_b32":
-                cells.append(f"{v[0]:.1f} ms ({v[1]})" if v else "—")
+            elif key == "speedup_vs_best_teacher_b32" and v is not None:
+                spread = r.get("speedup_vs_best_teacher_b32_spread")
+                cells.append(fmt.format(v) + (f" (spread {spread:.0%})" if spread is not None else ""))
             elif key == "phi_cnf":
                 cells.append(("holds" + (" (implied)" if r["phi_cnf_implied"] else "")) if v else "**fails**")
             elif v is None:
@@ -108,31 +110,90 @@ def build_summary(params: Params, split: str = "test") -> tuple[dict, str]:
               f"kappa = {kappa_text}. Pinsker bound: sqrt(mean KL(teacher || student) / 2) on the same examples, "
               "the largest sigma the KL allows; a kappa at or above it holds for any student (marked 'implied'). "
               "ECE: 15 equal-width bins; TS: after temperature scaling fitted on dev. "
-              "Latency: raw text to probabilities, the export stage's fastest backend at batch 32 (reports/export.md)."]
+              "Speed-up: raw text to probabilities at batch 32, model and teacher each in their fastest backend, "
+              "timed interleaved in one run of the export stage: median of the per-round ratios, spread = "
+              "(p90 - p10) / median (reports/export.md; the same figures as metrics/export.json)."]
     flat = {f"{model}.{k}": (float(v) if isinstance(v, (int, float, bool)) and v is not None else None)
-            for model, r in rows.items() for k, v in r.items() if k != "latency_b32"}
-    return flat, "\n".join(lines) + "\n"
+            for model, r in rows.items() for k, v in r.items()}
+    return flat, "\n".join(lines) + "\n", rows
 
 
 def _add_latency(rows: dict[str, dict], export_metrics: Path) -> None:
-    """End-to-end latency from the export stage: each model's fastest backend at batch 32, and its
-    speed-up over the PyTorch teacher (same threads, same texts)."""
+    """The export stage's speed-ups (ratios from one interleaved run; no absolute times)."""
     if not export_metrics.exists():
         return
     m = json.loads(export_metrics.read_text())
-    teacher = m.get("teacher.torch.p50_ms_b32")
     for model, row in rows.items():
-        timed = {b: m[f"{model}.{b}.p50_ms_b32"] for b in BACKENDS if f"{model}.{b}.p50_ms_b32" in m}
-        if not timed:
+        row.update({k: m[f"{model}.{k}"] for k in SPEED_KEYS if f"{model}.{k}" in m})
+
+
+def accuracy_latency_rows(rows: dict[str, dict], latency: list[dict]) -> list[dict]:
+    """The accuracy-vs-latency plot's points: every timed backend of every model at batch 32 (or the largest
+    timed batch when 32 was not timed), with the backend's own test accuracy (from the export's parity run) and
+    the model's test sigma (PyTorch model)."""
+    sizes = {item.get("batch_size") for item in latency}
+    batch_size = 32 if 32 in sizes else max((b for b in sizes if b is not None), default=None)
+    points = []
+    for item in latency:
+        if item.get("batch_size") != batch_size or item.get("accuracy") is None:
             continue
-        backend = min(timed, key=timed.get)
-        row["latency_b32"] = (timed[backend], BACKENDS[backend])
-        row["p50_ms_b32"] = timed[backend]
-        row["speedup_b32"] = teacher / timed[backend] if teacher else None
+        model, backend = item["model"], BACKENDS.get(item["backend"], item["backend"])
+        points.append({"model": model, "backend": backend, "point": f"{model} ({backend})", "batch_size": batch_size,
+                       "latency_ms": item["median_ms"], "accuracy": item["accuracy"],
+                       "sigma": (rows.get(model) or {}).get("sigma"), "fastest": bool(item.get("fastest"))})
+    return points
+
+
+def plot_accuracy_latency(points: list[dict], path: Path) -> Path:
+    """Test accuracy vs end-to-end latency (log scale), one marker per backend, sigma(X) as the colour.
+
+    Without any timed point (no export run, or nothing timed) the figure says so.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if not points:
+        ax.text(0.5, 0.5, "no exported model timed yet (run `dvc repro export`)", ha="center", va="center")
+        ax.set_axis_off()
+    else:
+        batch_size = points[0]["batch_size"]
+        markers = {"PyTorch fp32": "o", "ONNX fp32": "s", "ONNX int8": "D", "numpy fp32": "^"}
+        sigmas = [p["sigma"] for p in points if p["sigma"] is not None]
+        norm = matplotlib.colors.Normalize(vmin=min(sigmas, default=0.0), vmax=max(sigmas, default=1.0))
+        for backend, marker in markers.items():
+            group = [p for p in points if p["backend"] == backend]
+            if group:
+                ax.scatter([p["latency_ms"] for p in group], [p["accuracy"] for p in group],
+                           c=[p["sigma"] if p["sigma"] is not None else float("nan") for p in group], cmap="viridis",
+                           norm=norm, marker=marker, s=70, edgecolors="black", linewidths=0.5, label=backend)
+        for p in points:
+            if p["fastest"] or p["model"] == "teacher":
+                ax.annotate(p["model"] if p["model"] != "teacher" else f"teacher ({p['backend']})",
+                            (p["latency_ms"], p["accuracy"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"end-to-end latency, batch {batch_size} (ms, log scale; one interleaved run)")
+        ax.set_ylabel("test accuracy")
+        ax.legend(title="backend", fontsize=8, loc="lower right")
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="sigma(X), test")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_summary(params: Params) -> None:
-    flat, md = build_summary(params)
+    flat, md, rows = build_summary(params)
+    latency_file = Path("plots/export/latency.json")
+    latency = json.loads(latency_file.read_text()) if latency_file.exists() else []
+    points = accuracy_latency_rows(rows, latency)
+    write_json(Path("plots/report/accuracy_latency.json"), points)
+    plot_accuracy_latency(points, Path("reports/figures/accuracy_latency.png"))
+    md += "\n![accuracy vs latency](figures/accuracy_latency.png)\n"
     write_json(Path("metrics/summary.json"), flat)
     write_text(Path("reports/summary.md"), md)
     log.info("wrote reports/summary.md")

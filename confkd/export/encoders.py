@@ -7,10 +7,12 @@ so what was verified is what runs.
   truncation at ``max_length``; inputs ``input_ids`` and ``attention_mask`` (int64, [B, T]).
   ``token_type_ids`` are left out: single-sentence inputs use segment 0 everywhere, which is the
   model's default.
-* :class:`DANTextEncoder` -- the saved n-gram featurizer (``NgramFeaturizer.transform``, the same
-  prefix-pruned dict look-up the PyTorch student uses), with each text's bag laid out as one row of a
-  padded id matrix: ``ngram_ids`` (int64, [B, L]) and ``ngram_mask`` (float32, [B, L], 1 for a real
-  n-gram). ``L`` is the longest bag in the batch (at least 1, so a batch of texts without any known
+* :class:`DANTextEncoder` -- the saved n-gram vocabulary, looked up for the whole batch at once by
+  :class:`confkd.export.dan_runtime.NgramTable` (the same bags as the PyTorch student's
+  ``NgramFeaturizer.transform``, without a per-n-gram Python loop and without importing PyTorch; a
+  vocabulary it cannot serve falls back to ``NgramFeaturizer.transform``), with each text's bag laid out
+  as one row of a padded id matrix: ``ngram_ids`` (int64, [B, L]) and ``ngram_mask`` (float32, [B, L], 1
+  for a real n-gram). ``L`` is the longest bag in the batch (at least 1, so a batch of texts without any known
   n-gram still has a valid shape). A padded matrix plus Gather and a masked mean runs in a handful of
   fast ONNX Runtime kernels, where ONNX's export of ``EmbeddingBag`` is a per-bag loop.
 """
@@ -58,15 +60,32 @@ class DANTextEncoder:
     input_names = ("ngram_ids", "ngram_mask")
 
     def __init__(self, featurizer):
+        """``featurizer``: an ``NgramFeaturizer`` (served by an ``NgramTable`` when its vocabulary allows) or an
+        ``NgramTable``."""
+        from confkd.export.dan_runtime import NgramTable, UnservableVocabulary
+
+        if not isinstance(featurizer, NgramTable):
+            try:
+                featurizer = NgramTable.from_featurizer(featurizer)
+            except UnservableVocabulary:
+                pass
         self.featurizer = featurizer
+        self._padded = featurizer.padded if isinstance(featurizer, NgramTable) else None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "DANTextEncoder":
-        from confkd.models.dan import NgramFeaturizer
+        from confkd.export.dan_runtime import NgramTable, UnservableVocabulary
 
-        return cls(NgramFeaturizer.load(path))  # raises ModelNotFound naming the file
+        try:
+            return cls(NgramTable.from_featurizer_file(path))  # raises ModelNotFound naming the file
+        except UnservableVocabulary:
+            from confkd.models.dan import NgramFeaturizer
+
+            return cls(NgramFeaturizer.load(path))
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        if self._padded is not None:
+            return self._padded(texts)
         indices, offsets = self.featurizer.transform(texts)
         return pad_bags(indices.numpy(), offsets.numpy())
 

@@ -1,18 +1,21 @@
-"""End-to-end latency: raw texts -> class probabilities, tokenisation or featurisation included.
+"""End-to-end speed: raw texts -> class probabilities, tokenisation or featurisation included.
 
-Every backend is a callable ``texts -> probabilities`` and is timed on the same seeded batches, at
-the same thread settings, so the figures compare what a caller of ``predict_proba`` would wait for:
+Every backend is a callable ``texts -> probabilities``; all backends of all models are timed in one
+process, *interleaved* (:func:`measure_interleaved`): each round calls every backend once on the same
+seeded batch, at the same thread settings, so a slow moment of the machine hits all of them and the
+per-round speed-up ratios hold still where absolute milliseconds do not. Backends:
 
-* ``torch``     -- the saved PyTorch model in fp32 (the HF classifier behind the same tokenizer call
+* ``torch``      -- the saved PyTorch model in fp32 (the HF classifier behind the same tokenizer call
   as the ONNX path; the DAN through ``DANStudent.predict_logits``, i.e. featurizer + EmbeddingBag);
-* ``onnx_fp32`` / ``onnx_int8`` -- :class:`confkd.export.predictor.OnnxPredictor` on the exported folder.
+* ``onnx_fp32`` / ``onnx_int8`` -- :class:`confkd.export.predictor.OnnxPredictor` on the exported folder;
+* ``numpy_fp32`` -- the DAN only: :class:`confkd.export.dan_runtime.NumpyDANPredictor` on the exported
+  folder (vectorised n-gram look-up + numpy forward pass, no graph runtime).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import time
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,11 +23,12 @@ import torch
 
 from confkd.errors import ParamsError
 from confkd.evaluation.metrics import probabilities
+from confkd.timing import interleaved_rounds, ratio
 
 log = logging.getLogger(__name__)
 
 Backend = Callable[[list[str]], np.ndarray]
-BACKENDS = ("torch", "onnx_fp32", "onnx_int8")
+BACKENDS = ("torch", "onnx_fp32", "onnx_int8", "numpy_fp32")
 
 
 def set_torch_threads(num_threads: int) -> None:
@@ -50,42 +54,50 @@ def sample_batches(texts: Sequence[str], batch_size: int, count: int, seed: int)
     return [[texts[i] for i in rng.choice(len(texts), size=batch_size, replace=replace)] for _ in range(count)]
 
 
-def time_backend(backend: Backend, batches: list[list[str]], warmup: int) -> np.ndarray:
-    """Milliseconds per call for ``batches[warmup:]``, after running ``batches[:warmup]`` untimed.
+@dataclass
+class SpeedRun:
+    """Seconds per call of every ``(model, backend)`` at every batch size, all timed interleaved.
 
-    The garbage collector is paused while timing so a collection triggered by one backend's
-    allocations does not land in another's figures.
+    ``seconds[batch_size][(model, backend)]`` holds one entry per round (see
+    :func:`confkd.timing.interleaved_rounds`); ratios are always taken round by round.
     """
-    for batch in batches[:warmup]:
-        backend(batch)
-    times = []
-    was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        for batch in batches[warmup:]:
-            start = time.perf_counter_ns()
-            backend(batch)
-            times.append((time.perf_counter_ns() - start) / 1e6)
-    finally:
-        if was_enabled:
-            gc.enable()
-    return np.asarray(times)
+
+    seconds: dict[int, dict[tuple[str, str], np.ndarray]] = field(default_factory=dict)
+
+    def backends(self, model: str, batch_size: int) -> list[str]:
+        return [b for (m, b) in self.seconds.get(batch_size, {}) if m == model]
+
+    def median_ms(self, model: str, backend: str, batch_size: int) -> float | None:
+        values = self.seconds.get(batch_size, {}).get((model, backend))
+        return None if values is None else float(np.median(values) * 1e3)
+
+    def fastest(self, model: str, batch_size: int) -> str | None:
+        """The backend with the lowest median time (what a user would deploy)."""
+        found = {b: self.median_ms(model, b, batch_size) for b in self.backends(model, batch_size)}
+        return min(found, key=found.get) if found else None
+
+    def speedup(self, model: str, backend: str, reference: tuple[str, str], batch_size: int) -> tuple[float, float] | None:
+        """``(median, relative spread)`` of the per-round ratio ``t_reference / t_model``."""
+        rounds = self.seconds.get(batch_size, {})
+        if (model, backend) not in rounds or reference not in rounds:
+            return None
+        return ratio(rounds[reference], rounds[(model, backend)])
 
 
-def summarize(times_ms: np.ndarray) -> dict[str, float]:
-    return {"p50_ms": float(np.percentile(times_ms, 50)), "p95_ms": float(np.percentile(times_ms, 95)),
-            "mean_ms": float(np.mean(times_ms))}
+def measure_interleaved(backends: dict[tuple[str, str], Backend], texts: Sequence[str], batch_sizes: Sequence[int],
+                        warmup: int, rounds: int, seed: int) -> SpeedRun:
+    """Time every backend of every model interleaved, once per batch size, on one seeded batch of ``texts``.
 
-
-def measure(backend: Backend, texts: Sequence[str], batch_sizes: Sequence[int], warmup: int, repeats: int,
-            seed: int) -> dict[int, dict[str, float]]:
-    """``{batch_size: {"p50_ms", "p95_ms", "mean_ms"}}`` for one backend."""
-    out = {}
+    Each round calls every backend once on the same batch (order rotating), so machine load lands in
+    all of them alike and the per-round ratios hold still.
+    """
+    run = SpeedRun()
     for batch_size in batch_sizes:
-        batches = sample_batches(texts, batch_size, warmup + repeats, seed)
-        out[int(batch_size)] = summarize(time_backend(backend, batches, warmup))
-    return out
+        batch = sample_batches(texts, int(batch_size), 1, seed)[0]
+        log.info("timing %d backends interleaved at batch %d: %d warm-up + %d rounds", len(backends), batch_size,
+                 warmup, rounds)
+        run.seconds[int(batch_size)] = interleaved_rounds(backends, batch, rounds=rounds, warmup=warmup)
+    return run
 
 
 # -- backends -------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Parity of an exported folder with the PyTorch model it came from, on a labelled split.
 
-Two checks gate an export: the fp32 graph must reproduce PyTorch's logits to ``export.max_abs_diff``
+Two checks gate an export: the fp32 graph (and the DAN's numpy runtime) must reproduce PyTorch's logits to ``export.max_abs_diff``
 (it is the same function, so anything larger is an export bug), and the int8 graph must agree with
 the fp32 graph's argmax on at least ``export.min_int8_agreement`` of the examples (quantisation is
 lossy by design; agreement bounds how often it changes an answer). Accuracies of all three are
@@ -42,9 +42,14 @@ def accuracy(logits: np.ndarray, gold: np.ndarray, mapping: np.ndarray) -> float
     return float(np.mean(mapping[np.asarray(logits).argmax(1)] == np.asarray(gold)))
 
 
+# The same fp32 function as PyTorch, so held to export.max_abs_diff; names for messages.
+EXACT_RUNTIMES = {"onnx_fp32": "ONNX fp32", "numpy_fp32": "numpy fp32 runtime"}
+
+
 def parity_metrics(reference: np.ndarray, fp32: np.ndarray, int8: np.ndarray | None, gold: np.ndarray,
-                   mapping: np.ndarray) -> dict[str, float]:
-    """Flat parity metrics keyed ``<backend>.<metric>`` (``torch``, ``onnx_fp32``, ``onnx_int8``)."""
+                   mapping: np.ndarray, exact: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Flat parity metrics keyed ``<backend>.<metric>`` (``torch``, ``onnx_fp32``, ``onnx_int8``, and each
+    further fp32 runtime of ``exact``, e.g. ``{"numpy_fp32": logits}`` for the DAN's numpy runtime)."""
     if reference.shape != fp32.shape:
         raise DataError(f"ONNX fp32 logits have shape {fp32.shape}, PyTorch {reference.shape}")
     out = {
@@ -57,15 +62,22 @@ def parity_metrics(reference: np.ndarray, fp32: np.ndarray, int8: np.ndarray | N
         out["onnx_int8.agreement"] = float(np.mean(int8.argmax(1) == fp32.argmax(1)))
         out["onnx_int8.max_abs_diff"] = float(np.max(np.abs(int8 - reference))) if len(reference) else 0.0
         out["onnx_int8.mean_abs_diff"] = float(np.mean(np.abs(int8 - reference))) if len(reference) else 0.0
+    for runtime, logits in (exact or {}).items():
+        if runtime not in EXACT_RUNTIMES or logits.shape != reference.shape:
+            raise DataError(f"{runtime} logits have shape {logits.shape}, PyTorch {reference.shape}")
+        out[f"{runtime}.accuracy"] = accuracy(logits, gold, mapping)
+        out[f"{runtime}.max_abs_diff"] = float(np.max(np.abs(logits - reference))) if len(reference) else 0.0
     return out
 
 
 def parity_failures(name: str, metrics: dict[str, float], max_abs_diff: float, min_int8_agreement: float) -> list[str]:
     """Human-readable failed checks (empty when the export passes), each naming value and threshold."""
     failures = []
-    diff = metrics["onnx_fp32.max_abs_diff"]
-    if not diff <= max_abs_diff:  # also catches NaN
-        failures.append(f"{name}: ONNX fp32 max |logit - PyTorch logit| = {diff:.3g} > export.max_abs_diff = {max_abs_diff:.3g}")
+    for runtime, label in EXACT_RUNTIMES.items():
+        diff = metrics.get(f"{runtime}.max_abs_diff")
+        if diff is not None and not diff <= max_abs_diff:  # also catches NaN
+            failures.append(f"{name}: {label} max |logit - PyTorch logit| = {diff:.3g} > "
+                            f"export.max_abs_diff = {max_abs_diff:.3g}")
     agreement = metrics.get("onnx_int8.agreement")
     if agreement is not None and not agreement >= min_int8_agreement:
         failures.append(f"{name}: ONNX int8 argmax agreement with fp32 = {agreement:.4f} < "

@@ -6,31 +6,59 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from confkd.config import Params
+    from confkd.export.latency import SpeedRun
     from confkd.export.stage import ModelResult
 
-BACKEND_NAMES = {"torch": "PyTorch fp32", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
+BACKEND_NAMES = {"torch": "PyTorch fp32", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8",
+                 "numpy_fp32": "numpy fp32"}
+TEACHER = "teacher"
 
 
 def _num(value, digits: int = 2, suffix: str = "") -> str:
     return "—" if value is None else f"{value:.{digits}f}{suffix}"
 
 
-def latency_table(rows: list["ModelResult"], metrics: dict, batch_sizes: list[int]) -> list[str]:
-    """One row per model and backend: size, p50/p95 per batch size, speed-up vs PyTorch teacher, accuracy."""
-    head = ["model", "backend", "size (MB)"]
-    for b in batch_sizes:
-        head += [f"p50 b{b} (ms)", f"p95 b{b} (ms)"]
-    head += [f"speed-up b{b}" for b in batch_sizes] + ["accuracy"]
+def speed_table(rows: list["ModelResult"], metrics: dict, batch_sizes: list[int]) -> list[str]:
+    """One row per model in its fastest backend: the ratios that ``metrics/export.json`` holds."""
+    largest = max(batch_sizes)
+    head = (["model"] + [f"vs fastest teacher, b{b}" for b in batch_sizes] + ["vs PyTorch teacher, b32"
+            if 32 in batch_sizes else f"vs PyTorch teacher, b{largest}"] + [f"samples/s b{largest}", "peak RSS"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    vs_torch_b = 32 if 32 in batch_sizes else largest
+    for r in rows:
+        key = r.name
+        cells = [key]
+        for b in batch_sizes:
+            med, spread = metrics.get(f"{key}.speedup_vs_best_teacher_b{b}"), metrics.get(f"{key}.speedup_vs_best_teacher_b{b}_spread")
+            cells.append("—" if med is None else f"{med:.1f}x (spread {spread:.0%})")
+        cells.append(_num(metrics.get(f"{key}.speedup_vs_torch_teacher_b{vs_torch_b}"), 1, "x"))
+        cells.append(_num(metrics.get(f"{key}.samples_per_second_b{largest}"), 0))
+        rss = metrics.get(f"{key}.peak_rss_mb")
+        cells.append("—" if rss is None else f"{rss:.0f} MiB ({BACKEND_NAMES[r.peak_rss_runtime]})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def latency_table(rows: list["ModelResult"], metrics: dict, run: "SpeedRun", batch_sizes: list[int]) -> list[str]:
+    """One row per model and backend: size, median ms per batch size (this run only), speed-up vs the
+    fastest teacher backend, accuracy; the fastest backend of each model in bold."""
+    head = ["model", "backend", "size (MB)"] + [f"median b{b} (ms)" for b in batch_sizes]
+    head += [f"vs fastest teacher b{b}" for b in batch_sizes] + ["accuracy"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         for backend in BACKEND_NAMES:
-            if backend not in r.latency and f"{backend}.accuracy" not in r.parity:
+            if not any(backend in run.backends(r.name, b) for b in batch_sizes):
                 continue
             key = f"{r.name}.{backend}"
-            cells = [r.name, BACKEND_NAMES[backend], _num(metrics.get(f"{key}.size_mb"), 1)]
+            fastest = backend == run.fastest(r.name, 32 if 32 in batch_sizes else max(batch_sizes))
+            name = f"**{BACKEND_NAMES[backend]}**" if fastest else BACKEND_NAMES[backend]
+            cells = [r.name, name, _num(metrics.get(f"{key}.size_mb"), 1)]
+            cells += [_num(run.median_ms(r.name, backend, b), 3 if (run.median_ms(r.name, backend, b) or 0) < 10 else 1)
+                      for b in batch_sizes]
             for b in batch_sizes:
-                cells += [_num(metrics.get(f"{key}.p50_ms_b{b}")), _num(metrics.get(f"{key}.p95_ms_b{b}"))]
-            cells += [_num(metrics.get(f"{key}.speedup_b{b}"), 1, "x") for b in batch_sizes]
+                best_teacher = run.fastest(TEACHER, b)
+                ratio = None if best_teacher is None else run.speedup(r.name, backend, (TEACHER, best_teacher), b)
+                cells.append(_num(None if ratio is None else ratio[0], 1, "x"))
             cells.append(_num(metrics.get(f"{key}.accuracy"), 4))
             lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -43,30 +71,45 @@ def parity_table(results: list["ModelResult"], metrics: dict, params: "Params") 
     for r in results:
         m = r.parity
         status = "passed" if not r.failures else "**failed** (export not written)"
-        lines.append(f"| {r.name} | {r.kind} | {_num(m.get('onnx_fp32.max_abs_diff'), 7)} | "
+        exact = _num(m.get('onnx_fp32.max_abs_diff'), 7)
+        if "numpy_fp32.max_abs_diff" in m:
+            exact += f" (numpy runtime {m['numpy_fp32.max_abs_diff']:.7f})"
+        lines.append(f"| {r.name} | {r.kind} | {exact} | "
                      f"{_num(m.get('onnx_int8.agreement'), 4)} | {_num(m.get('onnx_int8.mean_abs_diff'), 4)} / "
                      f"{_num(m.get('onnx_int8.max_abs_diff'), 4)} | {status} |")
     return lines
 
 
-def render_report(results: list["ModelResult"], teacher: "ModelResult | None", metrics: dict, params: "Params") -> str:
+def render_report(results: list["ModelResult"], teacher: "ModelResult | None", metrics: dict, run: "SpeedRun",
+                  params: "Params") -> str:
     ep, cfg = params.export, params.export.latency
     rows = results if teacher is None else [teacher, *results]
+    largest = max(cfg.batch_sizes)
     lines = [
-        "# ONNX export: latency, size, accuracy and parity",
+        "# ONNX export: speed, size, accuracy and parity",
         "",
-        f"End-to-end latency from raw text to class probabilities (tokenisation / featurisation included), "
-        f"{cfg.warmup} warm-up then {cfg.repeats} timed calls per batch size on seeded batches of the "
-        f"`{ep.parity_split}` split, {cfg.num_threads} intra-op thread(s) for PyTorch and ONNX Runtime alike. "
-        f"Speed-up = PyTorch fp32 teacher p50 / this p50 at the same batch size. Accuracy on `{ep.parity_split}` "
-        f"({metrics.get('parity_examples')} examples). Sizes: the weights file each backend loads "
-        f"(tokenizer or n-gram featurizer files not included).",
+        f"End to end, raw text to class probabilities (tokenisation / featurisation included), on one seeded batch "
+        f"of the `{ep.parity_split}` split per batch size; {cfg.num_threads} intra-op thread(s) for PyTorch and ONNX "
+        f"Runtime (numpy's BLAS, used by the DAN's numpy runtime only, single-threaded). Every backend of every model is timed **interleaved** in one process: "
+        f"{cfg.warmup} warm-up rounds, then {cfg.repeats} rounds in which each backend runs once (rotating order). "
+        "A speed-up is the median over rounds of the per-round ratio teacher time / model time, model and teacher "
+        "each in their **fastest** backend at that batch size; spread = (p90 - p10) / median of those ratios. "
+        f"Throughput at batch {largest}; peak resident memory of a fresh process serving the model in its fastest "
+        "runtime (interpreter and runtime libraries included).",
         "",
-        *latency_table(rows, metrics, cfg.batch_sizes),
+        *speed_table(rows, metrics, cfg.batch_sizes),
+        "",
+        "## Every backend",
+        "",
+        "Medians of this run (absolute times move with the machine; the ratios above are what to compare). "
+        f"Accuracy on `{ep.parity_split}` ({metrics.get('parity_examples')} examples). Sizes: the weights file each "
+        "backend loads (tokenizer or n-gram featurizer files not included).",
+        "",
+        *latency_table(rows, metrics, run, cfg.batch_sizes),
         "",
         "## Parity",
         "",
-        f"ONNX fp32 logits vs PyTorch logits on the same texts, and ONNX int8 argmax vs ONNX fp32 argmax "
+        f"ONNX fp32 (and the DAN's numpy runtime) logits vs PyTorch logits on the same texts, and ONNX int8 argmax vs ONNX fp32 argmax "
         f"(opset {ep.opset}). int8 = ONNX Runtime dynamic quantisation: int8 per-channel weights, uint8 "
         f"activations quantised per call; FFN down-projections kept fp32; LayerNorm-fed activations smoothed "
         f"(SmoothQuant) with statistics from the train split. Logit differences are vs PyTorch.",

@@ -8,11 +8,15 @@ For each model name (``teacher`` or a distill configuration):
    tokenizer files or ``featurizer.json``, and the ``export.json`` manifest;
 3. check parity on ``data/prepared/<export.parity_split>.jsonl`` (fp32 logits vs PyTorch, int8 argmax
    vs fp32) -- a failing export is not written, the previous one stays;
-4. time raw text -> probabilities for PyTorch, ONNX fp32 and ONNX int8 at every batch size.
+4. time raw text -> probabilities for every backend of every model (PyTorch, ONNX fp32, ONNX int8,
+   and the numpy runtime for a DAN) *interleaved* in one process at every batch size, so speed-ups are
+   per-round ratios that hold still (:mod:`confkd.export.latency`);
+5. measure each model's peak resident memory in its fastest runtime, in a fresh process.
 
-Then ``metrics/export.json`` (flat keys, see :func:`flat_metrics`) and ``reports/export.md`` are
-written, and only then does a failed check stop the stage with an error naming model, check, value
-and threshold.
+Then ``metrics/export.json`` (flat keys, ratios only, see :func:`flat_metrics`), the per-backend
+timings for the accuracy-vs-latency plot (``plots/export/latency.json``: milliseconds stay out of the
+metrics that pull requests compare) and ``reports/export.md`` are written, and only then does a failed
+check stop the stage with an error naming model, check, value and threshold.
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ import numpy as np
 from confkd.config import ExportParams, Params
 from confkd.errors import ModelNotFound
 from confkd.export import latency as lat
+from confkd.export.dan_runtime import NumpyDANPredictor
 from confkd.export.convert import export_dan_onnx, export_hf_onnx, ffn_down_projections, quantize_int8
 from confkd.export.encoders import DANTextEncoder, HFTextEncoder
 from confkd.export.manifest import FEATURIZER_FILE, FP32_FILE, INT8_FILE, build_manifest, write_manifest
 from confkd.export.parity import ExportCheckFailed, label_indices, parity_failures, parity_metrics
 from confkd.export.report import render_report
+from confkd.export.memory import load_runtime, peak_rss_mb
 from confkd.export.smoothing import DEFAULT_ALPHA as SMOOTHING_ALPHA
 from confkd.io import atomic_dir, write_json, write_text
 from confkd.runtime import progress
@@ -77,6 +83,10 @@ class ExportPaths:
     def report_file(self) -> Path:
         return self._out / "reports/export.md"
 
+    @property
+    def latency_plot_file(self) -> Path:
+        return self._out / "plots/export/latency.json"
+
     def source(self, name: str) -> Path:
         return self.root / ("models/teacher" if name == TEACHER else f"models/distill/{name}")
 
@@ -89,9 +99,10 @@ class ModelResult:
     kind: str = ""
     parity: dict[str, float] = field(default_factory=dict)
     sizes_mb: dict[str, float] = field(default_factory=dict)
-    latency: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    peak_rss_mb: float | None = None
+    peak_rss_runtime: str | None = None
 
 
 # -- sources ---------------------------------------------------------------------------------------
@@ -224,7 +235,9 @@ def export_one(name: str, params: Params, paths: ExportPaths, texts: list[str], 
             write_export(name, source, result.kind, predictor, tmp, ep, calibration_texts)
             fp32 = onnx_logits(tmp, "fp32", texts, ep.latency.num_threads)
             int8 = onnx_logits(tmp, "int8", texts, ep.latency.num_threads) if ep.quantize else None
-            result.parity = parity_metrics(reference, fp32, int8, gold, label_indices(predictor.labels, split_labels))
+            exact = {"numpy_fp32": NumpyDANPredictor(tmp).predict_logits(texts)} if result.kind == "dan" else None
+            result.parity = parity_metrics(reference, fp32, int8, gold, label_indices(predictor.labels, split_labels),
+                                           exact)
             result.sizes_mb = file_sizes(source, tmp, ep.quantize)
             result.failures = parity_failures(name, result.parity, ep.max_abs_diff, ep.min_int8_agreement)
             if result.failures:
@@ -237,7 +250,7 @@ def export_one(name: str, params: Params, paths: ExportPaths, texts: list[str], 
     return result, predictor
 
 
-# -- latency ---------------------------------------------------------------------------------------
+# -- speed -----------------------------------------------------------------------------------------
 
 
 def torch_backend(kind: str, predictor, max_length: int) -> lat.Backend:
@@ -246,80 +259,115 @@ def torch_backend(kind: str, predictor, max_length: int) -> lat.Backend:
     return lat.torch_dan_backend(predictor.student)
 
 
-def measure_latency(result: ModelResult, predictor, folder: Path | None, texts: list[str], params: Params) -> None:
-    """Fill ``result.latency[backend][batch_size]``; ONNX backends only for a written export."""
-    from confkd.export.predictor import OnnxPredictor
+def runtimes(kind: str, params: Params) -> list[str]:
+    """The runtimes an export folder of this model kind serves."""
+    found = ["onnx_fp32"] + (["onnx_int8"] if params.export.quantize else [])
+    return found + (["numpy_fp32"] if kind == "dan" else [])
 
-    ep, cfg = params.export, params.export.latency
-    backends = {"torch": torch_backend(result.kind, predictor, ep.max_length)}
+
+def backends_of(name: str, kind: str, predictor, folder: Path | None, params: Params) -> dict[tuple[str, str], lat.Backend]:
+    """``{(model, backend): texts -> probabilities}``: PyTorch, plus each runtime of the exported ``folder``
+    (None: not exported, or the export failed its checks)."""
+    ep = params.export
+    out = {(name, "torch"): torch_backend(kind, predictor, ep.max_length)}
     if folder is not None:
-        backends["onnx_fp32"] = lat.predictor_backend(OnnxPredictor(folder, "fp32", num_threads=cfg.num_threads))
-        if ep.quantize:
-            backends["onnx_int8"] = lat.predictor_backend(OnnxPredictor(folder, "int8", num_threads=cfg.num_threads))
-    for backend, run in backends.items():
-        result.latency[backend] = lat.measure(run, texts, cfg.batch_sizes, cfg.warmup, cfg.repeats, params.seed)
-        log.info("%s %s: %s", result.name, backend,
-                 ", ".join(f"b{b} p50 {s['p50_ms']:.2f} ms" for b, s in result.latency[backend].items()))
+        for runtime in runtimes(kind, params):
+            out[(name, runtime)] = lat.predictor_backend(load_runtime(folder, runtime, ep.latency.num_threads))
+    return out
 
 
-def teacher_reference(params: Params, paths: ExportPaths, texts: list[str]) -> ModelResult | None:
-    """PyTorch teacher latency, the speed-up baseline, when the teacher itself is not exported."""
+def time_backends(backends: dict[tuple[str, str], lat.Backend], texts: list[str], params: Params) -> lat.SpeedRun:
+    """All backends timed interleaved. numpy's BLAS (the DAN's numpy runtime) runs single-threaded: its
+    matmuls are a few MFLOP, where handing work to a second thread costs more than it saves, and OpenBLAS's
+    spin-waiting threads collapse (10-100x slower) when another process shares the cores."""
+    from threadpoolctl import threadpool_limits
+
+    cfg = params.export.latency
+    with threadpool_limits(limits=1, user_api="blas"):
+        return lat.measure_interleaved(backends, texts, cfg.batch_sizes, cfg.warmup, cfg.repeats, params.seed)
+
+
+def retime_exports(params: Params, paths: ExportPaths | None = None) -> lat.SpeedRun:
+    """Time the models of ``export.models`` again from their saved sources and existing exports (and the
+    PyTorch teacher when it is not exported): a repeat of the stage's speed run, for stability checks."""
+    from confkd.export.manifest import is_export_dir
+    from confkd.training.teacher import load_prepared
+
+    paths = paths or ExportPaths()
+    check_sources(params, paths)
+    lat.set_torch_threads(params.export.latency.num_threads)
+    _, frames = load_prepared(paths.prepared_dir)
+    texts = frames[params.export.parity_split]["text"].tolist()
+    names = list(params.export.models) + ([] if TEACHER in params.export.models else [TEACHER])
+    backends = {}
+    for name in names:
+        kind, predictor = load_source(paths.source(name), params.export.max_length)
+        folder = paths.export_dir / name
+        exported = name in params.export.models and is_export_dir(folder)
+        backends.update(backends_of(name, kind, predictor, folder if exported else None, params))
+    return time_backends(backends, texts, params)
+
+
+def teacher_reference(params: Params, paths: ExportPaths) -> tuple[ModelResult, Any] | None:
+    """The PyTorch teacher, the speed-up baseline, when the teacher itself is not exported."""
     source = paths.source(TEACHER)
     if not (source / "config.json").is_file():
         log.warning("no teacher at %s: speed-ups vs the teacher are left out", source)
         return None
     result = ModelResult(TEACHER)
     result.kind, predictor = load_source(source, params.export.max_length)
-    measure_latency(result, predictor, None, texts, params)
-    return result
+    return result, predictor
+
+
+def measure_memory(results: list[ModelResult], run: lat.SpeedRun, paths: ExportPaths, texts: list[str],
+                   params: Params, batch_size: int) -> None:
+    """Peak resident memory of a fresh process serving each exported model in its fastest runtime."""
+    for r in results:
+        fastest = run.fastest(r.name, batch_size)
+        if fastest is None or fastest == "torch":
+            continue
+        r.peak_rss_runtime = fastest
+        r.peak_rss_mb = peak_rss_mb(paths.export_dir / r.name, fastest, texts, params.export.latency.num_threads)
+        log.info("%s: peak resident memory %.0f MiB (%s, batch %d)", r.name, r.peak_rss_mb, fastest, batch_size)
 
 
 # -- metrics ---------------------------------------------------------------------------------------
 
 
-def _p50(result: ModelResult | None, backend: str, batch_size: int) -> float | None:
-    if result is None:
-        return None
-    return result.latency.get(backend, {}).get(batch_size, {}).get("p50_ms")
+def headline_batch(batch_sizes: list[int]) -> int:
+    """The batch size that picks each model's deployed runtime and its memory probe: 32 when timed."""
+    return 32 if 32 in batch_sizes else max(batch_sizes)
 
 
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or not denominator:
-        return None
-    return numerator / denominator
-
-
-def speedups(result: ModelResult, teacher: ModelResult | None, batch_sizes: list[int]) -> dict[str, float]:
-    """Teacher p50 / model p50 at equal batch size (higher = faster than the teacher).
-
-    * ``<backend>.speedup_b<B>``: vs the PyTorch fp32 teacher, for each backend of the model;
-    * ``speedup_b<B>``: PyTorch model vs PyTorch teacher (= ``torch.speedup_b<B>``);
-    * ``speedup_vs_onnx_teacher_b<B>``: the model's fastest ONNX graph vs the teacher's fastest
-      ONNX graph -- the gain left once both are deployed the fast way.
-    """
+def speed_metrics(name: str, run: lat.SpeedRun, batch_sizes: list[int]) -> dict[str, float]:
+    """Per-round ratios of ``name`` in its fastest backend against the teacher (see :func:`flat_metrics`)."""
     out: dict[str, float] = {}
-    onnx = ("onnx_fp32", "onnx_int8")
     for b in batch_sizes:
-        base = _p50(teacher, "torch", b)
-        for backend in result.latency:
-            value = _ratio(base, _p50(result, backend, b))
-            if value is not None:
-                out[f"{backend}.speedup_b{b}"] = value
-        if (value := _ratio(base, _p50(result, "torch", b))) is not None:
-            out[f"speedup_b{b}"] = value
-        best_teacher = min((v for k in onnx if (v := _p50(teacher, k, b))), default=None)
-        best_model = min((v for k in onnx if (v := _p50(result, k, b))), default=None)
-        if (value := _ratio(best_teacher, best_model)) is not None:
-            out[f"speedup_vs_onnx_teacher_b{b}"] = value
+        best_model, best_teacher = run.fastest(name, b), run.fastest(TEACHER, b)
+        if best_model is None or best_teacher is None:
+            continue
+        med, spread = run.speedup(name, best_model, (TEACHER, best_teacher), b)
+        out[f"speedup_vs_best_teacher_b{b}"] = med
+        out[f"speedup_vs_best_teacher_b{b}_spread"] = spread
+        if (vs_torch := run.speedup(name, best_model, (TEACHER, "torch"), b)) is not None:
+            out[f"speedup_vs_torch_teacher_b{b}"] = vs_torch[0]
+    largest = max(batch_sizes)
+    if (best := run.fastest(name, largest)) is not None:
+        out[f"samples_per_second_b{largest}"] = largest / (run.median_ms(name, best, largest) / 1e3)
     return out
 
 
-def flat_metrics(results: list[ModelResult], teacher: ModelResult | None, params: Params, n_examples: int) -> dict:
-    """``metrics/export.json``: one flat ``<model>.<backend>.<metric>`` key per number.
+def flat_metrics(results: list[ModelResult], teacher: ModelResult | None, run: lat.SpeedRun, params: Params,
+                 n_examples: int) -> dict:
+    """``metrics/export.json``: one flat ``<model>.<metric>`` key per number; no absolute times.
 
-    Per model: ``<backend>.accuracy``, ``onnx_fp32.max_abs_diff``, ``onnx_int8.agreement``,
-    ``.max_abs_diff`` and ``.mean_abs_diff``, ``<backend>.size_mb``, ``text_files_mb``, ``<backend>.p50_ms_b<B>`` /
-    ``p95_ms_b<B>``, the speed-ups of :func:`speedups`, and ``passed`` (1/0).
+    Per model: ``<backend>.accuracy``, ``onnx_fp32.max_abs_diff`` (and ``numpy_fp32.max_abs_diff`` for a
+    DAN), ``onnx_int8.agreement`` / ``.max_abs_diff`` / ``.mean_abs_diff``, ``<backend>.size_mb``,
+    ``text_files_mb``, ``passed`` (1/0); then, with the model and the teacher each in their fastest
+    backend at that batch size, ``speedup_vs_best_teacher_b<B>`` (median over rounds of the per-round
+    ratio) and its relative spread ``speedup_vs_best_teacher_b<B>_spread`` ((p90 - p10) / median),
+    ``speedup_vs_torch_teacher_b<B>`` (vs the PyTorch fp32 teacher), ``samples_per_second_b<largest B>``
+    and ``peak_rss_mb`` (fastest runtime at the headline batch, fresh process).
     """
     cfg = params.export.latency
     flat: dict[str, float | int] = {"parity_examples": n_examples, "num_threads": cfg.num_threads}
@@ -330,15 +378,27 @@ def flat_metrics(results: list[ModelResult], teacher: ModelResult | None, params
         metrics: dict[str, float] = dict(r.parity)
         for backend, size in r.sizes_mb.items():
             metrics[f"{backend}.size_mb" if backend != "text_files" else "text_files_mb"] = size
-        for backend, by_batch in r.latency.items():
-            for b, stats in by_batch.items():
-                metrics[f"{backend}.p50_ms_b{b}"] = stats["p50_ms"]
-                metrics[f"{backend}.p95_ms_b{b}"] = stats["p95_ms"]
-        metrics.update(speedups(r, reference, cfg.batch_sizes))
+        metrics.update(speed_metrics(r.name, run, cfg.batch_sizes))
+        if r.peak_rss_mb is not None:
+            metrics["peak_rss_mb"] = r.peak_rss_mb
         if id(r) in exported:
             metrics["passed"] = int(not r.failures)
         flat.update({f"{r.name}.{k}": float(f"{v:.6g}") if isinstance(v, float) else v for k, v in metrics.items()})
     return flat
+
+
+def latency_rows(results: list[ModelResult], run: lat.SpeedRun) -> list[dict[str, Any]]:
+    """``plots/export/latency.json``: one row per model, backend and batch size (median ms, accuracy)."""
+    rows = []
+    for r in results:
+        for b in sorted(run.seconds):
+            for backend in run.backends(r.name, b):
+                accuracy = r.parity.get(f"{backend}.accuracy")
+                rows.append({"model": r.name, "backend": backend, "batch_size": b,
+                             "median_ms": round(run.median_ms(r.name, backend, b), 4),
+                             "accuracy": None if accuracy is None else round(accuracy, 6),
+                             "fastest": backend == run.fastest(r.name, b)})
+    return rows
 
 
 # -- stage -----------------------------------------------------------------------------------------
@@ -366,17 +426,25 @@ def export_models(params: Params, paths: ExportPaths | None = None) -> dict:
     log.info("exporting %s (opset %d, int8 %s); parity and latency on %s (%d texts), %d threads",
              ep.models, ep.opset, ep.quantize, ep.parity_split, len(texts), ep.latency.num_threads)
     calibration = calibration_sample(frames[CALIBRATION_SPLIT]["text"].tolist(), params.seed)
-    results = []
+    results, backends = [], {}
     for name in progress(ep.models, desc="export", unit="model"):
         result, predictor = export_one(name, params, paths, texts, gold, split_labels, calibration)
         folder = None if result.failures else paths.export_dir / name
-        measure_latency(result, predictor, folder, texts, params)
+        backends.update(backends_of(name, result.kind, predictor, folder, params))
         results.append(result)
-        del predictor
-    teacher = None if TEACHER in ep.models else teacher_reference(params, paths, texts)
-    metrics = flat_metrics(results, teacher, params, len(texts))
+    teacher = None
+    if TEACHER not in ep.models and (found := teacher_reference(params, paths)) is not None:
+        teacher, predictor = found
+        backends.update(backends_of(TEACHER, teacher.kind, predictor, None, params))
+    run = time_backends(backends, texts, params)
+    del backends
+    head = headline_batch(ep.latency.batch_sizes)
+    measure_memory(results, run, paths, lat.sample_batches(texts, head, 1, params.seed)[0], params, head)
+    metrics = flat_metrics(results, teacher, run, params, len(texts))
+    timed = results if teacher is None else [teacher, *results]
+    write_json(paths.latency_plot_file, latency_rows(timed, run))
     write_json(paths.metrics_file, metrics)
-    write_text(paths.report_file, render_report(results, teacher, metrics, params))
+    write_text(paths.report_file, render_report(results, teacher, metrics, run, params))
     failures = [f for r in results for f in r.failures]
     if failures:
         raise ExportCheckFailed("export checks failed (metrics and report written; failing exports not written): "

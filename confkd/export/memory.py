@@ -1,0 +1,62 @@
+"""Peak resident memory of a process that serves one exported model.
+
+Measured in a fresh child process (``python -m confkd.export.memory``) so that one model's buffers,
+allocator caches and runtime libraries do not count against another: the child loads the exported
+folder with the named runtime, predicts the given batch twice, and reports its peak resident set
+size (``ru_maxrss``). The figure therefore includes the Python interpreter and the runtime's own
+libraries (ONNX Runtime, or numpy for the DAN's numpy runtime) -- what a deployed process needs.
+
+    peak_rss_mb("models/export/sparse_dan", "numpy_fp32", texts, num_threads=2)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from confkd.errors import ConfkdError, ParamsError
+
+RUNTIMES = ("onnx_fp32", "onnx_int8", "numpy_fp32")
+
+
+def load_runtime(folder: str | Path, runtime: str, num_threads: int):
+    """The predictor of an exported folder in one of :data:`RUNTIMES`."""
+    if runtime == "numpy_fp32":
+        from confkd.export.dan_runtime import NumpyDANPredictor
+
+        return NumpyDANPredictor(folder)
+    if runtime in ("onnx_fp32", "onnx_int8"):
+        from confkd.export.predictor import OnnxPredictor
+
+        return OnnxPredictor(folder, precision=runtime.split("_")[1], num_threads=num_threads)
+    raise ParamsError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
+
+
+def peak_rss_mb(folder: str | Path, runtime: str, texts: Sequence[str], num_threads: int, timeout: float = 600) -> float:
+    """Peak resident memory (MiB) of a child process that loads ``folder`` and predicts ``texts`` twice."""
+    if runtime not in RUNTIMES:
+        raise ParamsError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
+    proc = subprocess.run([sys.executable, "-m", "confkd.export.memory", str(folder), runtime, str(int(num_threads))],
+                          input=json.dumps(list(texts)), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})  # as the stage times the numpy runtime
+    if proc.returncode != 0:
+        raise ConfkdError(f"memory probe of '{folder}' ({runtime}) failed: {proc.stderr.strip()[-500:]}")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def _main(argv: list[str]) -> None:
+    folder, runtime, threads = argv
+    texts = json.loads(sys.stdin.read())
+    predictor = load_runtime(folder, runtime, int(threads))
+    predictor.predict_proba(texts)
+    predictor.predict_proba(texts)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    print(json.dumps({"peak_rss_mb": peak / (1024 * 1024 if sys.platform == "darwin" else 1024)}))
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

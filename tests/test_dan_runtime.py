@@ -1,0 +1,134 @@
+"""The DAN's fast path: vectorised n-gram look-up and the numpy runtime against the PyTorch DAN."""
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from confkd.errors import DataError, ModelNotFound
+from confkd.export.dan_runtime import NgramTable, NumpyDANPredictor, bag_means, dan_flops, read_dan_graph
+from confkd.models.dan import DEFAULT_TOKEN_PATTERN, DANConfig, DANStudent, NgramFeaturizer
+
+TRAIN = ["a gorgeous witty film", "a dull dull mess", "not a gorgeous film at all", "witty and warm",
+         "the film is a mess", "not bad at all", "gorgeous gorgeous gorgeous", "a film"] * 4
+CHECK = TRAIN + ["", "unknown words only", "A GORGEOUS Witty film!", "mess", "not a film at all not a mess",
+                 "gorgeous witty witty film a dull"]
+
+
+def bags(rows, owner, n):
+    return [Counter(rows[owner == i].tolist()) for i in range(n)]
+
+
+def reference_bags(featurizer, texts):
+    idx, off = featurizer.transform(texts)
+    idx, off = idx.numpy(), list(off.numpy()) + [len(idx)]
+    return [Counter(idx[off[i]:off[i + 1]].tolist()) for i in range(len(texts))]
+
+
+@pytest.fixture(params=["walk", "vectorised"])
+def path(request, monkeypatch):
+    """Both look-up paths: the Python walk (small batches) and numpy (large ones) must give the same bags."""
+    from confkd.export import dan_runtime
+
+    monkeypatch.setattr(dan_runtime, "SMALL_BATCH_TOKENS", 10 ** 9 if request.param == "walk" else -1)
+    return request.param
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_lookup_gives_the_featurizers_bags(binary, path):
+    featurizer = NgramFeaturizer(binary=binary).fit(TRAIN, max_features=40)
+    assert featurizer.uses_prefix_pruning
+    table = NgramTable(featurizer.vocabulary, featurizer.token_pattern, featurizer.lowercase, binary, featurizer.ngram_range)
+    rows, owner = table.lookup(CHECK)
+    assert bags(rows, owner, len(CHECK)) == reference_bags(featurizer, CHECK)
+
+
+def test_lookup_by_hand(path):
+    """Vocabulary [a, b, a b, a b c, c]: "a b c a b" holds a, b, a b, a b c, c, a, b, a b (c b is unknown)."""
+    table = NgramTable(["a", "b", "a b", "a b c", "c"], DEFAULT_TOKEN_PATTERN)
+    rows, owner = table.lookup(["a b c a b", "x", "c x c"])
+    assert bags(rows, owner, 3) == [Counter({0: 2, 1: 2, 2: 2, 3: 1, 4: 1}), Counter(), Counter({4: 2})]
+    padded = table.padded(["a b c a b", "x"])
+    assert padded["ngram_ids"].shape == (2, 8) and padded["ngram_mask"].sum(1).tolist() == [8.0, 0.0]
+    assert sorted(padded["ngram_ids"][0].tolist()) == [0, 0, 1, 1, 2, 2, 3, 4]
+
+
+def test_an_n_gram_never_crosses_texts(path):
+    table = NgramTable(["a", "b", "a b"], DEFAULT_TOKEN_PATTERN)
+    rows, owner = table.lookup(["a", "b"])
+    assert bags(rows, owner, 2) == [Counter({0: 1}), Counter({1: 1})]
+
+
+def test_vocabularies_the_fast_path_cannot_serve_are_refused():
+    with pytest.raises(ModelNotFound, match="not prefix-closed"):
+        NgramTable(["a", "a b c"], DEFAULT_TOKEN_PATTERN)
+    with pytest.raises(ModelNotFound, match="n-grams from 1"):
+        NgramTable(["a b"], DEFAULT_TOKEN_PATTERN, ngram_range=(2, 3))
+    with pytest.raises(ModelNotFound, match="space-free"):
+        NgramTable(["a"], r"[^,]+")
+    with pytest.raises(DataError, match="text #1 is int"):
+        NgramTable(["a"], DEFAULT_TOKEN_PATTERN).lookup(["a", 3])
+
+
+def test_bag_means_by_hand():
+    emb = np.array([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]], dtype=np.float32)
+    out = bag_means(emb, np.array([0, 1, 2, 1]), np.array([0, 0, 2, 2]), 3)
+    np.testing.assert_allclose(out, [[0.5, 1.0], [0.0, 0.0], [2.0, 3.0]])
+    np.testing.assert_allclose(bag_means(emb, np.array([2, 0]), np.array([0, 0]), 1), [[2.5, 2.0]])
+    np.testing.assert_allclose(bag_means(emb, np.array([], dtype=int), np.array([], dtype=int), 1), [[0.0, 0.0]])
+    assert dan_flops(10, 4, [(4, 8), (8, 2)], batch_size=3) == 3 * (40 + 2 * (32 + 16))
+
+
+@pytest.fixture(scope="module")
+def exported_dan(tmp_path_factory):
+    from confkd.config import ExportParams
+    from confkd.export.stage import export_saved_model
+
+    source = tmp_path_factory.mktemp("dan-src")
+    DANStudent.from_texts(TRAIN, ["negative", "positive"], DANConfig(max_features=60, embed_dim=8, hidden_dims=(16, 16)),
+                          seed=0).save_pretrained(source)
+    out = tmp_path_factory.mktemp("dan-export") / "dan"
+    export_saved_model(source, out, ExportParams(max_length=32))
+    return source, out
+
+
+def test_numpy_runtime_matches_the_pytorch_dan(exported_dan, path):
+    """The faster path: probabilities within 1e-6 of the PyTorch DAN, the same labels, two hidden layers."""
+    source, out = exported_dan
+    reference = DANStudent.from_pretrained(source)
+    fast = NumpyDANPredictor(out)
+    texts = CHECK * 3
+    assert len(fast.layers) == 3
+    expected = reference.predict_logits(texts)
+    np.testing.assert_allclose(fast.predict_logits(texts), expected, atol=1e-5)
+    from confkd.evaluation.metrics import probabilities
+
+    assert np.abs(fast.predict_proba(texts) - probabilities(expected)).max() <= 1e-6
+    assert fast.predict(texts) == [reference.labels[i] for i in expected.argmax(1)]
+
+
+def test_numpy_runtime_imports_no_pytorch(exported_dan):
+    _, out = exported_dan
+    code = ("import sys; from confkd.export.dan_runtime import NumpyDANPredictor; "
+            f"p = NumpyDANPredictor({str(out)!r}); p.predict_proba(['a film']); print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_broken_exports_are_named(exported_dan, tmp_path):
+    import shutil
+
+    _, out = exported_dan
+    with pytest.raises(ModelNotFound, match="has no export.json"):
+        NumpyDANPredictor(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "featurizer.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ModelNotFound, match="not an n-gram featurizer"):
+        NumpyDANPredictor(broken)
+    (broken / "model.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelNotFound, match="could not be read"):
+        read_dan_graph(broken / "model.onnx")
