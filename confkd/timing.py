@@ -45,9 +45,13 @@ def check_settings(batch_size: int, rounds: int, warmup: int) -> None:
 
 
 def interleaved_rounds(predictors: dict[str, Predict], batch: list, rounds: int = 30, warmup: int = 3,
-                       clock: Callable[[], float] = time.perf_counter) -> dict[str, np.ndarray]:
+                       clock: Callable[[], float] = time.perf_counter, untimed_before: int = 0) -> dict[str, np.ndarray]:
     """Seconds per call, ``{name: [rounds]}``: ``warmup`` untimed rounds, then ``rounds`` rounds in which
-    every predictor is called once on ``batch``, the order rotating by one each round.
+    every predictor is called once on ``batch`` (timed), the order rotating by one each round.
+
+    ``untimed_before`` untimed calls of the same predictor come right before its timed one in every round, so
+    a small model is timed with its own data in cache rather than with what a large one just evicted (what it
+    would see serving alone); machine load still lands in every predictor of the round.
 
     The garbage collector is paused while timing, so a collection triggered by one predictor's
     allocations does not land in another's figures.
@@ -57,6 +61,8 @@ def interleaved_rounds(predictors: dict[str, Predict], batch: list, rounds: int 
     if not batch:
         raise ParamsError("interleaved timing needs at least one input")
     check_settings(len(batch), rounds, warmup)
+    if untimed_before < 0:
+        raise ParamsError(f"untimed_before must be >= 0, got {untimed_before}")
     names = list(predictors)
     for _ in range(warmup):
         for name in names:
@@ -69,6 +75,8 @@ def interleaved_rounds(predictors: dict[str, Predict], batch: list, rounds: int 
         for r in range(rounds):
             shift = r % len(names)
             for name in names[shift:] + names[:shift]:
+                for _ in range(untimed_before):
+                    predictors[name](batch)
                 t0 = clock()
                 predictors[name](batch)
                 seconds[name][r] = clock() - t0

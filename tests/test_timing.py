@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 
 from confkd.errors import ParamsError
@@ -51,3 +52,24 @@ def test_bad_settings():
         time_interleaved({}, ["t"], 1)
     with pytest.raises(ParamsError):
         time_interleaved({"a": _sleeper(0)}, [], 1)
+
+
+def test_untimed_call_before_each_timed_one_removes_the_cold_cache_penalty():
+    """A fake clock where a small model's call costs 5 right after the big model ran and 1 when warm."""
+    from confkd.timing import interleaved_rounds
+
+    state = {"t": 0.0, "last": None}
+
+    def make(name, warm, cold):
+        def call(batch):
+            state["t"] += warm if state["last"] == name else cold
+            state["last"] = name
+        return call
+
+    predictors = {"big": make("big", 10.0, 10.0), "small": make("small", 1.0, 5.0)}
+    cold = interleaved_rounds(predictors, ["x"], rounds=6, warmup=0, clock=lambda: state["t"])
+    warm = interleaved_rounds(predictors, ["x"], rounds=6, warmup=0, clock=lambda: state["t"], untimed_before=1)
+    assert cold["small"].max() == 5.0  # timed right after the big one: cold
+    assert np.all(warm["small"] == 1.0) and np.all(warm["big"] == 10.0)
+    with pytest.raises(ParamsError, match="untimed_before"):
+        interleaved_rounds(predictors, ["x"], untimed_before=-1)

@@ -88,7 +88,8 @@ def measure_interleaved(backends: dict[tuple[str, str], Backend], texts: Sequenc
                         warmup: int, rounds: int, seed: int) -> SpeedRun:
     """Time every backend of every model interleaved, once per batch size, on one seeded batch of ``texts``.
 
-    Each round calls every backend once on the same batch (order rotating), so machine load lands in
+    Each round calls every backend on the same batch (order rotating; one untimed call right before each
+    timed one, so a small model is not timed with caches a large one just evicted), so machine load lands in
     all of them alike and the per-round ratios hold still.
     """
     run = SpeedRun()
@@ -96,7 +97,8 @@ def measure_interleaved(backends: dict[tuple[str, str], Backend], texts: Sequenc
         batch = sample_batches(texts, int(batch_size), 1, seed)[0]
         log.info("timing %d backends interleaved at batch %d: %d warm-up + %d rounds", len(backends), batch_size,
                  warmup, rounds)
-        run.seconds[int(batch_size)] = interleaved_rounds(backends, batch, rounds=rounds, warmup=warmup)
+        run.seconds[int(batch_size)] = interleaved_rounds(backends, batch, rounds=rounds, warmup=warmup,
+                                                          untimed_before=1)
     return run
 
 

@@ -3,7 +3,7 @@
 Measured in a fresh child process (``python -m confkd.export.memory``) so that one model's buffers,
 allocator caches and runtime libraries do not count against another: the child loads the exported
 folder with the named runtime, predicts the given batch twice, and reports its peak resident set
-size (``ru_maxrss``). The figure therefore includes the Python interpreter and the runtime's own
+size (``VmHWM`` on Linux). The figure therefore includes the Python interpreter and the runtime's own
 libraries (ONNX Runtime, or numpy for the DAN's numpy runtime) -- what a deployed process needs.
 
     peak_rss_mb("models/export/sparse_dan", "numpy_fp32", texts, num_threads=2)
@@ -55,8 +55,22 @@ def _main(argv: list[str]) -> None:
     predictor = load_runtime(folder, runtime, int(threads))
     predictor.predict_proba(texts)
     predictor.predict_proba(texts)
+    print(json.dumps({"peak_rss_mb": peak_rss_of_this_process()}))
+
+
+def peak_rss_of_this_process() -> float:
+    """Peak resident memory (MiB) of this process's own address space.
+
+    Linux: ``VmHWM`` from ``/proc/self/status``. Not ``ru_maxrss``: Linux carries it across ``execve``, so a
+    child started from a large parent would report the parent's size at fork time.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    print(json.dumps({"peak_rss_mb": peak / (1024 * 1024 if sys.platform == "darwin" else 1024)}))
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
