@@ -8,6 +8,10 @@ pipeline there as a DVC experiment in the workspace (`dvc exp run` with the quic
 THIS checkout's scripts/quick_profile.sh, then any --set), and finally build the comment with
 `confkd pr-report --base <base folder> --head <head folder>`. Prints the comment it would post and the wall
 time of each step. Both sides get the same overrides, so their numbers are comparable.
+
+Both sides share one DVC cache (``--cache-dir``, default ``<work>/dvc-cache``; the workflow keeps it between
+runs), so DVC's run cache restores every stage whose code, params and inputs the head did not change instead
+of recomputing it: a pull request pays for what it changed. ``--no-shared-cache`` runs each side from nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ def main() -> None:
     parser.add_argument("--profile", choices=["quick", "none"], default="quick")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra params override")
     parser.add_argument("--keep", default=None, help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument("--cache-dir", default=None, help="DVC cache shared by both sides (default: <work>/dvc-cache)")
+    parser.add_argument("--no-shared-cache", action="store_true", help="each side with its own, empty DVC cache")
     args = parser.parse_args()
     env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -71,6 +77,9 @@ def main() -> None:
         folder = work / side
         t0 = time.perf_counter()
         checkout(Path(args.repo), rev, folder, env)
+        if not args.no_shared_cache:
+            cache = Path(args.cache_dir or work / "dvc-cache").resolve()
+            run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache)], folder, env)
         run([sys.executable, "-m", "dvc", "exp", "run", *[a for o in overrides for a in ("-S", o)]], folder, env)
         times[side] = time.perf_counter() - t0
         print(f"{side} ({rev}): pipeline ran in {times[side] / 60:.1f} min", file=sys.stderr)
