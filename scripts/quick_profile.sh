@@ -21,4 +21,4 @@ dvc exp run --temp "$@" \
   -S tune.n_trials=4 -S tune.n_startup_trials=2 -S tune.timeout_minutes=4 \
   -S tune.budget.max_steps=60 -S tune.budget.eval_every_steps=30 -S tune.pruner.n_warmup_steps=30 \
   -S evaluate.n_resamples=200 -S evaluate.train_sample=1000 \
-  -S export.latency.warmup=2 -S export.latency.repeats=5
+  -S export.latency.warmup=2 -S export.latency.repeats=5 -S export.min_int8_agreement=0.95

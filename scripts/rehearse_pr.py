@@ -80,7 +80,10 @@ def main() -> None:
         if not args.no_shared_cache:
             cache = Path(args.cache_dir or work / "dvc-cache").resolve()
             run([sys.executable, "-m", "dvc", "cache", "dir", "--local", str(cache)], folder, env)
-        run([sys.executable, "-m", "dvc", "exp", "run", *[a for o in overrides for a in ("-S", o)]], folder, env)
+        # The revision's own package, not the environment's (editable) install of this checkout: without this,
+        # `python stages/x.py` would import the workspace's confkd on both sides.
+        side_env = dict(env, PYTHONPATH=os.pathsep.join(p for p in (str(folder), env.get("PYTHONPATH")) if p))
+        run([sys.executable, "-m", "dvc", "exp", "run", *[a for o in overrides for a in ("-S", o)]], folder, side_env)
         times[side] = time.perf_counter() - t0
         print(f"{side} ({rev}): pipeline ran in {times[side] / 60:.1f} min", file=sys.stderr)
     t0 = time.perf_counter()
