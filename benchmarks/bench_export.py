@@ -38,10 +38,11 @@ import numpy as np
 
 from _common import ROOT, machine, write_results
 
+from confkd.export.report import BACKEND_NAMES
+
 DAN_B32, DAN_B1 = 100.0, 50.0
 STUDENT_SPEEDUP, STUDENT_RETENTION = 3.0, 0.97
 STABILITY = 0.15
-BACKEND_NAMES = {"torch": "PyTorch fp32", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8", "numpy_fp32": "numpy fp32"}
 
 
 def load_export_params(args):
