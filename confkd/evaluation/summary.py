@@ -9,6 +9,7 @@ from pathlib import Path
 from confkd.config import Params
 from confkd.errors import DataError
 from confkd.evaluation.confidence import resolve_spec
+from confkd.export.report import BACKEND_NAMES
 from confkd.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,6 @@ COLUMNS = [  # (key, header, format)
     ("speedup_vs_best_teacher_b32", "speed-up vs fastest teacher, b32", "{:.1f}x"),
     ("speedup_vs_torch_teacher_b32", "vs PyTorch teacher, b32", "{:.1f}x"),
 ]
-BACKENDS = {"torch": "PyTorch fp32", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8", "numpy_fp32": "numpy fp32"}
 SPEED_KEYS = ("speedup_vs_best_teacher_b32", "speedup_vs_best_teacher_b32_spread", "speedup_vs_torch_teacher_b32")
 
 
@@ -137,7 +137,7 @@ def accuracy_latency_rows(rows: dict[str, dict], latency: list[dict]) -> list[di
     for item in latency:
         if item.get("batch_size") != batch_size or item.get("accuracy") is None:
             continue
-        model, backend = item["model"], BACKENDS.get(item["backend"], item["backend"])
+        model, backend = item["model"], BACKEND_NAMES.get(item["backend"], item["backend"])
         points.append({"model": model, "backend": backend, "point": f"{model} ({backend})", "batch_size": batch_size,
                        "latency_ms": item["median_ms"], "accuracy": item["accuracy"],
                        "sigma": (rows.get(model) or {}).get("sigma"), "fastest": bool(item.get("fastest"))})

@@ -41,7 +41,7 @@ class PaddedDAN(nn.Module):
     """The DAN with a padded-bag input: Gather rows, masked mean, then the student's own MLP head.
 
     Equal to ``DANClassifier.forward(indices, offsets)`` (``EmbeddingBag`` mean; an empty bag gives a
-    zero vector) for inputs built by :func:`confkd.export.encoders.pad_bags`. The element-wise
+    zero vector) for inputs built by :func:`confkd.export.dan_runtime.pad_bags`. The element-wise
     multiply + ReduceSum (rather than a batched MatMul) keeps dynamic quantisation away from the
     activations: only the embedding table (a Gather initializer) gets int8 weights.
     """

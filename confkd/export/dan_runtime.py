@@ -215,16 +215,23 @@ class NgramTable:
         """The exported DAN graph's inputs: ``ngram_ids`` [B, L] int64 and ``ngram_mask`` [B, L] float32."""
         rows, owner = self.lookup(texts)
         order = np.argsort(owner, kind="stable")
-        rows, owner = rows[order], owner[order]
         counts = np.bincount(owner, minlength=len(texts))
-        width = max(1, int(counts.max()) if len(counts) else 1)
-        starts = np.cumsum(counts) - counts
-        col = np.arange(len(rows)) - starts[owner]
-        ids = np.zeros((len(texts), width), dtype=np.int64)
-        mask = np.zeros((len(texts), width), dtype=np.float32)
-        ids[owner, col] = rows
-        mask[owner, col] = 1.0
-        return {"ngram_ids": ids, "ngram_mask": mask}
+        return pad_bags(rows[order], np.cumsum(counts) - counts)
+
+
+def pad_bags(indices: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
+    """EmbeddingBag-style ``(indices, offsets)`` -> ``{"ngram_ids": [B, L], "ngram_mask": [B, L]}``.
+
+    Rows keep each bag's ids in order, so the masked mean equals ``EmbeddingBag(mode="mean")`` up to
+    float rounding; padding slots hold id 0 with mask 0.
+    """
+    n = len(offsets)
+    lengths = np.diff(np.append(offsets, len(indices)))
+    width = max(1, int(lengths.max()) if n else 1)
+    mask = np.arange(width)[None, :] < lengths[:, None]
+    ids = np.zeros((n, width), dtype=np.int64)
+    ids[mask] = indices
+    return {"ngram_ids": ids, "ngram_mask": mask.astype(np.float32)}
 
 
 def bag_means(embedding: np.ndarray, rows: np.ndarray, owner: np.ndarray, n_texts: int) -> np.ndarray:

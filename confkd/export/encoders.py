@@ -87,19 +87,6 @@ class DANTextEncoder:
         if self._padded is not None:
             return self._padded(texts)
         indices, offsets = self.featurizer.transform(texts)
+        from confkd.export.dan_runtime import pad_bags
+
         return pad_bags(indices.numpy(), offsets.numpy())
-
-
-def pad_bags(indices: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
-    """EmbeddingBag-style ``(indices, offsets)`` -> ``{"ngram_ids": [B, L], "ngram_mask": [B, L]}``.
-
-    Rows keep each bag's ids in order, so the masked mean equals ``EmbeddingBag(mode="mean")`` up to
-    float rounding; padding slots hold id 0 with mask 0.
-    """
-    n = len(offsets)
-    lengths = np.diff(np.append(offsets, len(indices)))
-    width = max(1, int(lengths.max()) if n else 1)
-    mask = np.arange(width)[None, :] < lengths[:, None]
-    ids = np.zeros((n, width), dtype=np.int64)
-    ids[mask] = indices
-    return {"ngram_ids": ids, "ngram_mask": mask.astype(np.float32)}

@@ -53,8 +53,9 @@ def latency_table(rows: list["ModelResult"], metrics: dict, run: "SpeedRun", bat
             fastest = backend == run.fastest(r.name, 32 if 32 in batch_sizes else max(batch_sizes))
             name = f"**{BACKEND_NAMES[backend]}**" if fastest else BACKEND_NAMES[backend]
             cells = [r.name, name, _num(metrics.get(f"{key}.size_mb"), 1)]
-            cells += [_num(run.median_ms(r.name, backend, b), 3 if (run.median_ms(r.name, backend, b) or 0) < 10 else 1)
-                      for b in batch_sizes]
+            for b in batch_sizes:
+                ms = run.median_ms(r.name, backend, b)
+                cells.append(_num(ms, 3 if (ms or 0) < 10 else 1))
             for b in batch_sizes:
                 best_teacher = run.fastest(TEACHER, b)
                 ratio = None if best_teacher is None else run.speedup(r.name, backend, (TEACHER, best_teacher), b)
