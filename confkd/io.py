@@ -39,6 +39,18 @@ def fingerprint(*parts: str | bytes | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def provenance(prepared_dir: str | os.PathLike) -> dict[str, str]:
+    """``{"task": ..., "data_fingerprint": ...}`` of the prepared data in ``prepared_dir`` (written by the
+    prepare stage into its ``labels.json``): stamped into every metrics file, so results computed on other
+    data are recognised as such. Empty when the folder predates the stamp or does not exist."""
+    path = Path(prepared_dir) / "labels.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: meta[k] for k in ("task", "data_fingerprint") if k in meta}
+
+
 def _umask_mode(directory: bool) -> int:
     """Permissions a plain open()/mkdir() would give (mkstemp/mkdtemp use 0600/0700)."""
     umask = os.umask(0)

@@ -51,6 +51,7 @@ PARAMS_FILE = "params.yaml"
 FOREACH_SEPARATOR = "@"  # DVC names foreach entries "<group>@<key>"
 
 RAN, RESTORED, SKIPPED, FAILED = "ran", "restored", "skipped", "failed"
+UNTRACKED = "ran outside DVC"  # a subset report: its outputs are not recorded in dvc.lock
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # confkd stages log "HH:MM:SS LEVEL logger: message" (confkd.runtime.setup_logging).
@@ -125,10 +126,13 @@ def _stage_name(stage, root: Path) -> str:
 
 
 def _expand_targets(targets: Iterable[str], names: list[str]) -> list[str]:
-    """Exact stage names, or a foreach group name ("distill") standing for all its entries."""
+    """Exact stage names, or a foreach group name ("evaluate") standing for all its entries and for the
+    stages named after it ("evaluate_teacher", "evaluate_tuned")."""
     selected = []
+    groups = {n.split(FOREACH_SEPARATOR, 1)[0] for n in names if FOREACH_SEPARATOR in n}
     for target in targets:
-        matches = [n for n in names if n == target or n.split(FOREACH_SEPARATOR, 1)[0] == target]
+        matches = [n for n in names if n == target or n.split(FOREACH_SEPARATOR, 1)[0] == target
+                   or (target in groups and n.startswith(target + "_"))]
         if not matches:
             raise ConfkdError(f"unknown stage {target!r}; stages in dvc.yaml: {', '.join(names)}")
         selected += [m for m in matches if m not in selected]
@@ -143,21 +147,43 @@ def _check_configs(configs: Iterable[str], names: list[str]) -> set[str]:
     return set(configs)
 
 
+CONFIG_PARAM = "distill.configs."  # a stage whose params name a configuration works on that configuration
+
+
+def _configs_of(stage, name: str) -> set[str]:
+    """The distillation configurations a stage works on: its foreach key, and every ``distill.configs.<name>``
+    among its params (the tune stage's base configuration, for instance)."""
+    from dvc.dependency.param import ParamsDependency
+
+    found = {name.split(FOREACH_SEPARATOR, 1)[1]} if FOREACH_SEPARATOR in name else set()
+    for dep in stage.deps:
+        if isinstance(dep, ParamsDependency):
+            keys = dep.params if isinstance(dep.params, list) else list(dep.params or ())
+            found |= {k[len(CONFIG_PARAM):].split(".", 1)[0] for k in keys if k.startswith(CONFIG_PARAM)}
+    return found
+
+
 def plan_stages(repo_dir: str | os.PathLike | None = None, targets: Iterable[str] | None = None,
-                configs: Iterable[str] | None = None) -> list[PlannedStage]:
+                configs: Iterable[str] | None = None, always: Iterable[str] = (),
+                left_out: list[str] | None = None) -> list[PlannedStage]:
     """The stages ``dvc repro <targets>`` would visit, in DVC's own order.
 
     ``targets`` are stage names or foreach group names (default: every stage); their upstream
-    stages are included, as with ``dvc repro``. ``configs`` keeps only these keys of foreach
-    stages (``distill@kd_logits`` ...); stages outside a foreach matrix are always kept. Order and
-    dependencies come from DVC's graph (``Repo.index.graph`` and DVC's ``plan_repro``), never from
-    a hand-written list.
+    stages are included, as with ``dvc repro``. ``configs`` limits the run to these distillation
+    configurations: a stage that works on another one (a foreach entry such as ``distill@kd_logits``,
+    or a stage whose params name ``distill.configs.<other>``, like ``tune`` on its base) is left out,
+    and so is every stage downstream of a left-out one (``distill_tuned`` after ``tune``; ``export``,
+    which reads every student), except the stages in ``always`` (the report, which then covers the
+    subset). The names left out are appended to ``left_out``. Order and dependencies come from DVC's
+    graph (``Repo.index.graph`` and DVC's ``plan_repro``), never from a hand-written list.
     """
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
     from dvc.repo.reproduce import get_active_graph, plan_repro
 
     root = find_repo_root(repo_dir)
+    always = set(always)
+    dropped: list[str] = []
     try:
         with Repo(str(root)) as repo:
             graph = get_active_graph(repo.index.graph)
@@ -168,13 +194,18 @@ def plan_stages(repo_dir: str | os.PathLike | None = None, targets: Iterable[str
             plan = []
             for stage in plan_repro(graph, wanted):
                 name = _stage_name(stage, root)
-                if keep is not None and FOREACH_SEPARATOR in name and name.split(FOREACH_SEPARATOR, 1)[1] not in keep:
+                if keep is not None and name not in always and (
+                        _configs_of(stage, name) - keep
+                        or any(_stage_name(dep, root) in dropped for dep in graph.successors(stage))):
+                    dropped.append(name)
                     continue
                 metrics = tuple(Path(os.path.relpath(out.fs_path, root)).as_posix() for out in stage.outs if out.metric)
                 upstream = tuple(_stage_name(dep, root) for dep in graph.successors(stage))
                 plan.append(PlannedStage(name, metrics, upstream))
     except DvcException as err:
         raise ConfkdError(f"{root}: DVC could not load the pipeline: {err}") from err
+    if left_out is not None:
+        left_out.extend(dropped)
     planned = {p.name for p in plan}
     return [PlannedStage(p.name, p.metrics, tuple(u for u in p.upstream if u in planned)) for p in plan]
 
@@ -298,35 +329,53 @@ def reproduce_stage(repo_dir: str | os.PathLike, name: str, force: bool = False,
     stage's own error message (see :func:`error_excerpt`), not as an exception.
     """
     root = find_repo_root(repo_dir)
-    tail: deque[str] = deque(maxlen=400)
     with tempfile.TemporaryDirectory(prefix="confkd-stage-") as tmp:
         result_file = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "confkd.orchestration", "--target", name, "--result", str(result_file)]
         if force:
             cmd.append("--force")
-        t0 = time.perf_counter()
-        with subprocess.Popen(cmd, cwd=root, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, encoding="utf-8", errors="replace") as proc:
-            for raw in proc.stdout:  # text mode: "\r" (progress bars) also ends a line
-                line = clean_line(raw)
-                if line.strip():
-                    tail.append(line)
-                    if on_line is not None:
-                        on_line(line)
-        seconds = round(time.perf_counter() - t0, 2)
+        returncode, lines, seconds = _stream(cmd, root, on_line)
         outcome = json.loads(result_file.read_text()) if result_file.exists() else None
-    lines = list(tail)
-    if outcome is not None and proc.returncode == 0:
+    if outcome is not None and returncode == 0:
         status = SKIPPED if not outcome["reproduced"] else RESTORED if outcome["restored"] else RAN
         return StageResult(name, status, seconds, output_tail=lines[-20:])
     excerpt, user_error = error_excerpt(lines)
     if outcome is None:  # the child died before reporting (killed, out of memory): worth a retry
-        dvc_error, permanent = f"stage runner exited with {proc.returncode}", False
+        dvc_error, permanent = f"stage runner exited with {returncode}", False
     else:
-        dvc_error = outcome.get("error") or f"stage runner exited with {proc.returncode}"
+        dvc_error = outcome.get("error") or f"stage runner exited with {returncode}"
         permanent = user_error or not outcome.get("command_failed", True)
     message = f"stage '{name}' failed: {excerpt}\n(dvc: {dvc_error})" if excerpt else f"stage '{name}' failed: {dvc_error}"
     return StageResult(name, FAILED, seconds, error=message, permanent=permanent, output_tail=lines[-50:])
+
+
+def _stream(cmd: list[str], root: Path, on_line: Callable[[str], None] | None) -> tuple[int, list[str], float]:
+    """Run ``cmd`` in ``root``, passing each output line to ``on_line`` as it appears:
+    ``(return code, the last 400 lines, seconds)``."""
+    tail: deque[str] = deque(maxlen=400)
+    t0 = time.perf_counter()
+    with subprocess.Popen(cmd, cwd=root, env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, encoding="utf-8", errors="replace") as proc:
+        for raw in proc.stdout:  # text mode: "\r" (progress bars) also ends a line
+            line = clean_line(raw)
+            if line.strip():
+                tail.append(line)
+                if on_line is not None:
+                    on_line(line)
+    return proc.returncode, list(tail), round(time.perf_counter() - t0, 2)
+
+
+def run_outside_dvc(repo_dir: str | os.PathLike, name: str, argv: list[str],
+                    on_line: Callable[[str], None] | None = None) -> StageResult:
+    """Run a stage's command directly, NOT through DVC (nothing enters dvc.lock): for results that are not
+    the pipeline's, such as a report over a subset of the configurations. Status ``UNTRACKED``."""
+    root = find_repo_root(repo_dir)
+    returncode, lines, seconds = _stream([sys.executable, *argv], root, on_line)
+    if returncode == 0:
+        return StageResult(name, UNTRACKED, seconds, output_tail=lines[-20:])
+    excerpt, user_error = error_excerpt(lines)
+    return StageResult(name, FAILED, seconds, error=f"stage '{name}' failed: {excerpt or f'exit {returncode}'}",
+                       permanent=user_error, output_tail=lines[-50:])
 
 
 def read_metrics(repo_dir: str | os.PathLike, path: str) -> dict[str, Any]:

@@ -22,13 +22,13 @@ def run_prepare(params: Params) -> None:
 
 def run_validate(params: Params) -> None:
     from confkd.data.validation import flat_metrics, raise_on_critical, render_markdown, validate_prepared
-    from confkd.io import write_json, write_text
+    from confkd.io import provenance, write_json, write_text
 
     report = validate_prepared(PREPARED_DIR, params.validate_)
     # The report is written even when validation fails: it is the explanation of the failure.
     write_json(Path("reports/validation.json"), report)
     write_text(Path("reports/validation.md"), render_markdown(report))
-    write_json(Path("metrics/validation.json"), flat_metrics(report))
+    write_json(Path("metrics/validation.json"), {**provenance(PREPARED_DIR), **flat_metrics(report)})
     raise_on_critical(report)
     log.info("validation passed: %d expectations, %d warnings", report["n_expectations"], report["warnings"])
 
@@ -61,10 +61,10 @@ def run_augment(params: Params) -> None:
 
     import pandas as pd
 
-    from confkd.data.augment import augment_texts
+    from confkd.data.augment import augment_texts, target_size
     from confkd.data.leakage import LeakIndex
     from confkd.data.text import normalize_text
-    from confkd.io import write_json, write_jsonl
+    from confkd.io import provenance, write_json, write_jsonl
     from confkd.training.teacher import label_with_teacher, load_prepared, save_logits
 
     a = params.augment
@@ -74,7 +74,7 @@ def run_augment(params: Params) -> None:
     eval_texts = frames["dev"]["text"].tolist() + frames["test"]["text"].tolist()
     t0 = time.perf_counter()
     texts, origin, stats = augment_texts(
-        source["text"].tolist(), a.size, params.seed, p_mask=a.p_mask, p_substitute=a.p_substitute,
+        source["text"].tolist(), target_size(a.size, a.per_example, len(source)), params.seed, p_mask=a.p_mask, p_substitute=a.p_substitute,
         p_ngram=a.p_ngram, ngram_max=a.ngram_max, min_words=a.min_words,
         exclude=set(transfer["text"].map(normalize_text)),
         leak_index=LeakIndex(eval_texts, word_run=params.prepare.transfer.leak_word_run),
@@ -90,7 +90,7 @@ def run_augment(params: Params) -> None:
     write_jsonl(AUGMENTED_FILE, frame)
     save_logits(AUGMENTED_LOGITS, frame["id"].tolist(), logits)
     write_json(Path("metrics/augment.json"), {
-        "examples": len(texts), **stats, "generate_seconds": round(gen_seconds, 2),
+        **provenance(PREPARED_DIR), "examples": len(texts), **stats, "generate_seconds": round(gen_seconds, 2),
         "label_seconds": round(label_seconds, 2),
         "label_samples_per_second": round(len(texts) / label_seconds, 2) if texts else 0.0,
     })
@@ -136,10 +136,10 @@ def run_evaluate(params: Params, config: str | None = None) -> None:
     evaluate_model(_with_tuned(params, config), config)
 
 
-def run_report(params: Params) -> None:
+def run_report(params: Params, only: list[str] | None = None) -> None:
     from confkd.evaluation.summary import write_summary
 
-    write_summary(params)
+    write_summary(params, only)
 
 
 STAGES = {"prepare": run_prepare, "validate": run_validate, "teacher": run_teacher,

@@ -26,6 +26,7 @@ within that band alone does not list a model as changed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import logging
@@ -512,12 +513,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-dvc-details", action="store_true", help="skip the folded full DVC diffs (faster)")
     parser.add_argument("--plots-html", default=None, help="render `dvc plots diff` of the two sides in this folder")
     parser.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
+    parser.add_argument("--base-label", default=None, help="how the comment names the base (default: --base)")
+    parser.add_argument("--head-label", default=None, help="how the comment names the head (default: --head)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     repo = Path(args.repo)
     t0 = time.perf_counter()
     try:
         base, head = resolve_side(repo, args.base), resolve_side(repo, args.head)
+        if args.base_label:
+            base = dataclasses.replace(base, label=args.base_label)
+        if args.head_label:
+            head = dataclasses.replace(head, label=args.head_label)
         with tempfile.TemporaryDirectory() as tmp:
             details = "" if args.no_dvc_details else dvc_details(
                 base, head, Path(tmp), Path(args.plots_html) if args.plots_html else None)

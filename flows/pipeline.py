@@ -37,15 +37,17 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.states import Completed, Failed  # noqa: E402
 
 from confkd.errors import ConfkdError  # noqa: E402
+from confkd.evaluation.summary import compact_rows  # noqa: E402
 from confkd.orchestration import (  # noqa: E402
-    FAILED, RESTORED, SKIPPED, StageFailed, apply_params_overrides, parse_override, plan_stages, read_metrics,
-    reproduce_stage,
+    FAILED, RESTORED, SKIPPED, UNTRACKED, StageFailed, apply_params_overrides, parse_override, plan_stages,
+    read_metrics, reproduce_stage, run_outside_dvc,
 )
 
 FLOW_NAME = "confkd-pipeline"
 DEPLOYMENT_NAME = "confkd-pipeline"
 SUMMARY_STAGE = "report"  # its Markdown comparison table becomes the run's summary artifact
 SUMMARY_FILE = "reports/summary.md"
+SUMMARY_METRICS = "metrics/summary.json"
 
 
 def artifact_key(prefix: str, path: str) -> str:
@@ -90,22 +92,34 @@ def publish_metrics(repo_dir: str, stage: str, paths: list[str], status: str) ->
 
 
 @task(name="dvc-stage", task_run_name="{stage}", cache_policy=NO_CACHE, retry_condition_fn=_retry_transient)
-def run_stage(stage: str, repo_dir: str, metrics: list[str], force: bool = False):
+def run_stage(stage: str, repo_dir: str, metrics: list[str], force: bool = False, only: list[str] | None = None):
     """Reproduce one DVC stage, streaming its output into this task's log.
 
     Returns a Completed state named "Skipped" when DVC found the stage unchanged, a plain
     Completed state when it ran; raises :class:`StageFailed` (the task's Failed state carries
-    the stage's error message) when it failed.
+    the stage's error message) when it failed. With ``only`` (the report of a ``--configs`` run) the
+    stage's command runs directly over those configurations, outside DVC: a subset report is not the
+    pipeline's report, so dvc.lock does not record it.
     """
     logger = get_run_logger()
-    result = reproduce_stage(repo_dir, stage, force=force, on_line=lambda line: logger.log(_level(line), "%s", line))
+    on_line = lambda line: logger.log(_level(line), "%s", line)  # noqa: E731
+    if only is not None:
+        result = run_outside_dvc(repo_dir, stage, [f"stages/{stage}.py", "--only", *only], on_line=on_line)
+    else:
+        result = reproduce_stage(repo_dir, stage, force=force, on_line=on_line)
     if result.failed:
         raise StageFailed(result.error, permanent=result.permanent)
-    data = {**result.as_dict(), "artifacts": publish_metrics(repo_dir, stage, metrics, result.status)}
+    # Metrics artifacts only for what changed: an unchanged stage's metrics are already published.
+    published = [] if result.status == SKIPPED else publish_metrics(repo_dir, stage, metrics, result.status)
+    data = {**result.as_dict(), "artifacts": published}
     if result.status == SKIPPED:
-        message = f"stage '{stage}' unchanged: skipped by DVC"
+        message = f"stage '{stage}' unchanged: skipped by DVC (its metrics artifacts are from the run that made them)"
         logger.info(message)
         return Completed(name="Skipped", message=message, data=data)
+    if result.status == UNTRACKED:
+        message = f"stage '{stage}' ran over {', '.join(only or [])} only, outside DVC, in {result.seconds:.1f} s"
+        logger.info(message)
+        return Completed(message=message, data=data)
     how = "restored from DVC's run cache" if result.status == RESTORED else "ran"
     message = f"stage '{stage}' {how} in {result.seconds:.1f} s"
     logger.info(message)
@@ -127,6 +141,12 @@ def _publish_run_summary(repo_dir: Path, rows: list[dict], report_done: bool) ->
     if report_done and summary.exists():
         create_markdown_artifact(key="pipeline-summary", markdown=summary.read_text(encoding="utf-8"),
                                  description=f"`{SUMMARY_FILE}` from the `{SUMMARY_STAGE}` stage")
+        try:
+            flat = read_metrics(str(repo_dir), SUMMARY_METRICS)
+        except (OSError, ValueError):
+            return
+        create_table_artifact(key="pipeline-results", table=compact_rows(flat),
+                              description="headline results (test split): the full table is `pipeline-summary`")
 
 
 @flow(name=FLOW_NAME, description="Run the confkd DVC pipeline, one Prefect task per DVC stage.")
@@ -145,8 +165,10 @@ def pipeline_flow(
     Args:
         stages: stage names or foreach groups to reproduce, with their upstream stages, as
             ``dvc repro <stages>`` (default: every stage in dvc.yaml).
-        configs: distillation configurations to keep among foreach stages
-            (``distill@<config>``, ``evaluate@<config>``); default: all.
+        configs: limit the run to these distillation configurations (default: all): stages working on
+            others (their foreach entries, ``tune`` on another base) and stages downstream of those
+            (``distill_tuned``, ``export``) are left out, and the report covers these configurations
+            only, run outside DVC, saying which it leaves out.
         force: rerun the planned stages even if DVC finds them unchanged (``dvc repro --force``).
         task: dataset to run on; sets ``task.name`` in params.yaml (e.g. ``tweet_offensive``).
         params_overrides: ``{"dotted.key": value}`` written into params.yaml before the run,
@@ -163,16 +185,26 @@ def pipeline_flow(
         changed = apply_params_overrides(root, overrides)
         for key, (old, new) in changed.items():
             logger.info("params.yaml: %s: %r -> %r", key, old, new)
-    plan = plan_stages(root, stages, configs)
+    checked = run_outside_dvc(root, "check-params", ["-m", "confkd.cli", "check-params"],
+                              on_line=lambda line: logger.info("%s", line)) if (root / "params.yaml").exists() else None
+    if checked is not None and checked.failed:  # bad params or a task that does not match its files: nothing runs
+        logger.error("%s", checked.error)
+        return Failed(message=f"confkd check-params failed before any stage ran:\n{checked.error}")
+    left_out: list[str] = []
+    plan = plan_stages(root, stages, configs, always=[SUMMARY_STAGE], left_out=left_out)
     logger.info("%d stage(s) in DVC's order: %s", len(plan), " -> ".join(p.name for p in plan))
+    if left_out:
+        logger.info("left out (they work on configurations outside --configs): %s", ", ".join(left_out))
 
     runner = run_stage.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds)
     rows, outcomes, failure = [], {}, None
+    rows += [{"stage": name, "status": "left out", "seconds": None, "message": "outside --configs"} for name in left_out]
     for step in plan:
         if failure is not None:
             rows.append({"stage": step.name, "status": "not run", "seconds": None, "message": f"after {failure[0]} failed"})
             continue
-        state = runner(step.name, str(root), list(step.metrics), force, return_state=True)
+        only = list(configs) if configs is not None and step.name == SUMMARY_STAGE else None
+        state = runner(step.name, str(root), list(step.metrics), force, only, return_state=True)
         if state.is_failed():
             error = state.result(raise_on_failure=False)
             failure = (step.name, str(error))

@@ -1,4 +1,7 @@
-"""MkDocs hook: links from the docs to files of the repository (benchmark results, code, figures).
+"""MkDocs hook: the home page is the README, and links from the docs to files of the repository are checked.
+
+``docs/index.md`` is a placeholder: the site's home page is ``README.md`` itself (its ``docs/...`` links made
+relative), so the two cannot drift apart.
 
 A link whose target is not a documentation page but a file of the repository (``benchmarks/results/x.md``,
 ``confkd/config.py``, ``reports/figures/...png``) is checked to exist, so a moved or deleted file fails the
@@ -18,6 +21,8 @@ LINK = re.compile(r"(\]\()([^)#\s]+)(#[^)\s]*)?(\))")
 
 def on_page_markdown(markdown, page, config, files):
     docs_dir = Path(config["docs_dir"])
+    if page.file.src_path == "index.md":  # the home page IS the README (one source), its docs/ links made local
+        markdown = (REPO / "README.md").read_text(encoding="utf-8").replace("](docs/", "](")
 
     def fix(match: re.Match) -> str:
         target = match.group(2)

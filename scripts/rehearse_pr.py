@@ -88,7 +88,8 @@ def main() -> None:
         print(f"{side} ({rev}): pipeline ran in {times[side] / 60:.1f} min", file=sys.stderr)
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "confkd.entry", "pr-report", "--repo", args.repo, "--base", str(work / "base"),
-           "--head", str(work / "head"), "--out", args.out, "--plot", args.plot]
+           "--head", str(work / "head"), "--base-label", args.base, "--head-label", args.head, "--out", args.out,
+           "--plot", args.plot]
     if args.plots_html:
         cmd += ["--plots-html", args.plots_html]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

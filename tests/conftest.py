@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -38,6 +39,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return out
 
 
+def child_env(**extra: str) -> dict:
+    """Environment of a child process (dvc, a stage, a flow): this interpreter's folder first on PATH, offline,
+    no analytics, no bytecode files (they would change stage dependencies), plus ``extra``."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1", **extra)
+    return env
+
+
 def make_frame(texts, labels, split="train") -> pd.DataFrame:
     return pd.DataFrame({"id": [f"{split}-{i:06d}" for i in range(len(texts))], "text": list(texts), "label": list(labels)})
 
@@ -64,8 +74,9 @@ def toy_task():
     return TaskData("toy", ["negative", "positive"], train, test, None, {"pool": pool})
 
 
-TINY_DEFAULTS = {"student": {"num_layers": 1}, "max_steps": 24, "intermediate_steps": 8, "eval_every_steps": 8,
-                 "batch_size": 8, "learning_rate": 3e-3, "checkpoint_every_steps": 8}
+# Step caps bind (epochs set high): the tiny runs take exactly these many steps whatever the toy data's size.
+TINY_DEFAULTS = {"student": {"num_layers": 1}, "epochs": 100, "max_steps": 24, "intermediate_steps": 8,
+                 "eval_every_steps": 8, "batch_size": 8, "learning_rate": 3e-3, "checkpoint_every_steps": 8}
 
 
 def tiny_params(tiny_model_dir, configs: dict, defaults: dict | None = None, **sections):
@@ -75,8 +86,8 @@ def tiny_params(tiny_model_dir, configs: dict, defaults: dict | None = None, **s
     return parse_params({
         "runtime": {"num_threads": 1},
         "prepare": {"dev_fraction": 0.25},
-        "teacher": {"model": str(tiny_model_dir), "max_steps": 12, "batch_size": 8, "eval_every_steps": 6,
-                    "learning_rate": 2e-3},
+        "teacher": {"model": str(tiny_model_dir), "epochs": 100, "max_steps": 12, "batch_size": 8,
+                    "eval_every_steps": 6, "learning_rate": 2e-3},
         "distill": {"defaults": {**TINY_DEFAULTS, **(defaults or {})}, "configs": configs},
         **sections,
     })
@@ -130,7 +141,8 @@ def copy_repo_tiny(root: Path, model_dir: Path) -> Path:
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(REPO_ROOT / name, root / name)
     for name in ("stages", "confkd", "data"):
-        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "prepared"))
+        shutil.copytree(REPO_ROOT / name, root / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "prepared", "augmented"))
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["runtime"]["num_threads"] = 1
     params["prepare"]["max_train_examples"] = 200
@@ -143,7 +155,7 @@ def copy_repo_tiny(root: Path, model_dir: Path) -> Path:
     for cfg in params["distill"]["configs"].values():
         for key in ("max_steps", "finetune_steps", "intermediate_steps", "eval_every_steps"):
             cfg.pop(key, None)
-        if cfg.get("augmented_size"):
+        if cfg.get("augmented_size") and cfg["augmented_size"] != "all":
             cfg["augmented_size"] = min(cfg["augmented_size"], params["augment"]["size"])
         if cfg.get("student", {}).get("kind") == "dan":
             cfg["student"]["max_features"] = 2000

@@ -29,10 +29,6 @@ def test_defaults_parse_from_empty_mapping():
         ({"task": {"labels": ["a", "a"]}}, "unique"),
         ({"validate": {"max_examples": 0}}, "validate.max_examples"),
         ({"unknown_section": 1}, "unknown_section: unknown key"),
-        ({"augment": {"size": 100}, "distill": {"configs": {"big": {"method": "kd_logits", "augmented_size": 500}}}},
-         "distill.configs.big.augmented_size: 500 augmented examples wanted but augment.size is 100"),
-        ({"augment": {"size": 100}, "distill": {"defaults": {"augmented_size": 200}, "configs": {"a": {"method": "ft_only"}}}},
-         "distill.configs.a.augmented_size: 200"),
     ],
 )
 def test_bad_params_name_the_key(data, message):

@@ -42,6 +42,7 @@ def test_kd_reduces_the_distillation_loss_of_a_random_student(trained_teacher, t
     for key in ("accuracy", "agreement", "sigma", "retention", "teacher_accuracy", "train_seconds", "parameters"):
         assert key in metrics
     saved = json.loads((tmp_path / "metrics/distill/kd.json").read_text())
+    assert saved.pop("task") == "toy" and saved.pop("data_fingerprint")  # provenance of the data it was trained on
     assert saved == pytest.approx(metrics, nan_ok=True)
     assert load_logits(tmp_path / "artifacts/distill/kd/test.npz").shape == (4, 2)
 

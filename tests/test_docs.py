@@ -18,6 +18,8 @@ def test_docs_build_strictly(tmp_path):
     proc = _build(REPO_ROOT, tmp_path / "site")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "site" / "confidence" / "index.html").exists()
+    home = (tmp_path / "site" / "index.html").read_text()
+    assert "Three ways to use it" in home  # the README is the home page: one source, no stale copy
 
 
 def test_a_broken_link_or_anchor_fails_the_build(tmp_path):
@@ -29,7 +31,7 @@ def test_a_broken_link_or_anchor_fails_the_build(tmp_path):
     for rel in ("benchmarks", "reports", "confkd", "tests", "flows", "data", ".github"):
         if (REPO_ROOT / rel).exists():
             os.symlink(REPO_ROOT / rel, root / rel)
-    for name in ("params.yaml", "dvc.yaml"):
+    for name in ("params.yaml", "dvc.yaml", "README.md"):
         shutil.copy(REPO_ROOT / name, root)
     assert _build(root, tmp_path / "ok").returncode == 0
     page = root / "docs" / "tuning.md"

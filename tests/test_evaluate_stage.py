@@ -31,8 +31,11 @@ def test_evaluate_writes_metrics_predictions_and_plots(evaluated, monkeypatch):
     monkeypatch.chdir(root)
     result = evaluate_model(params, "kd", out_root=root)
     saved = json.loads((root / "metrics/eval/kd.json").read_text())
-    assert set(saved) == {"test", "dev", "train", "confidence", "kappa_policy"}
+    assert set(saved) == {"test", "dev", "train", "confidence", "kappa_policy", "flags", "task", "data_fingerprint"}
     assert saved["kappa_policy"] == "reference"
+    assert saved["task"] == "toy" and saved["data_fingerprint"] == json.loads(
+        (root / "data/prepared/labels.json").read_text())["data_fingerprint"]
+    assert set(saved["flags"]) == {"near_baseline_test", "near_baseline_dev", "near_baseline_train", "dev_test_shift"}
     test = saved["test"]
     for key in ("accuracy", "macro_f1", "agreement", "ece", "ece_adaptive", "mce", "brier", "nll", "kl_to_teacher",
                 "js_to_teacher", "conf_pearson", "mean_abs_conf_gap", "max_abs_conf_gap", "sigma", "kappa", "phi_cnf",
@@ -149,7 +152,8 @@ def test_extra_eval_set_runs_the_saved_models(evaluated, monkeypatch, tmp_path, 
     result = evaluate_model(more, "dan", out_root=root)
     assert result["reviews"]["n_examples"] == 3
     saved = json.loads((root / "metrics/eval/dan.json").read_text())
-    assert set(saved) == {"test", "dev", "train", "reviews", "confidence", "kappa_policy"}
+    assert set(saved) == {"test", "dev", "train", "reviews", "confidence", "kappa_policy", "flags", "task",
+                          "data_fingerprint"}
     assert 0.0 <= saved["reviews"]["accuracy"] <= 1.0
     assert len((root / "predictions/dan/reviews.csv").read_text().splitlines()) == 4
 

@@ -7,7 +7,6 @@ retries, logs and artifacts.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -19,18 +18,14 @@ import yaml
 from confkd.errors import ConfkdError, ParamsError
 from confkd.orchestration import apply_params_overrides, error_excerpt, plan_stages
 
-from .conftest import REPO_ROOT, PrefectServer, copy_repo_tiny
+from .conftest import REPO_ROOT, PrefectServer, child_env, copy_repo_tiny
 
 FLOW_SCRIPT = REPO_ROOT / "flows" / "pipeline.py"
 FLOW_NAME = "confkd-pipeline"
 
 
 def _env(**extra: str) -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", **extra)
-    return env
+    return child_env(PREFECT_SERVER_ANALYTICS_ENABLED="false", **extra)
 
 
 def _dvc(args, cwd) -> None:
@@ -66,8 +61,24 @@ def test_plan_follows_dvcs_graph(pipeline_only):
     assert dict((p.name, p.metrics) for p in plan)["teacher"] == ("metrics/teacher.json",)
 
     assert [p.name for p in plan_stages(pipeline_only, ["teacher"])] == ["prepare", "validate", "teacher"]
-    assert [p.name for p in plan_stages(pipeline_only, ["evaluate"], configs=["kd_logits"])] == [
-        "prepare", "validate", "teacher", "teacher_reference", "augment", "distill@kd_logits", "evaluate@kd_logits"]
+    # "evaluate" is the foreach group and the stages named after it (evaluate_teacher, ...); --configs keeps
+    # kd_logits only, so tune (on kd_logits_2l) and what follows it are left out
+    left_out = []
+    assert {p.name for p in plan_stages(pipeline_only, ["evaluate"], configs=["kd_logits"], left_out=left_out)} == {
+        "prepare", "validate", "teacher", "teacher_reference", "augment", "distill@kd_logits", "evaluate@kd_logits",
+        "evaluate_teacher", "evaluate_teacher_reference"}
+    assert {"tune", "distill_tuned", "evaluate_tuned"} <= set(left_out)
+    # a whole run over two configurations: their stages, the report (over the subset); not tune, nor export
+    # (it reads every student), nor the other configurations
+    left_out = []
+    names = [p.name for p in plan_stages(pipeline_only, configs=["kd_logits", "tinybert"], always=["report"],
+                                         left_out=left_out)]
+    assert {"distill@kd_logits", "distill@tinybert", "evaluate@tinybert", "report"} <= set(names)
+    assert not {"tune", "distill_tuned", "export", "distill@ft_only", "evaluate@ft_only"} & set(names)
+    assert {"tune", "export", "distill@ft_only"} <= set(left_out)
+    # the tune stage comes back with its base configuration
+    names = [p.name for p in plan_stages(pipeline_only, configs=["kd_logits_2l"], always=["report"])]
+    assert {"tune", "distill_tuned", "evaluate_tuned", "distill@kd_logits_2l", "report"} <= set(names)
     with pytest.raises(ConfkdError, match="unknown stage 'teachr'"):
         plan_stages(pipeline_only, ["teachr"])
     with pytest.raises(ConfkdError, match="unknown configuration"):
@@ -221,18 +232,19 @@ def test_second_run_reports_every_stage_skipped(tiny_repo, api_url, tmp_path):
         assert "unchanged" in t.state.message
     assert "didn't change, skipping" in task_logs(api_url, tasks[0].id)
     assert (tiny_repo / "dvc.lock").read_text() == lock_before
-    assert "metrics-teacher" in artifacts_of(api_url, run.id)  # current metrics, also when unchanged
+    # unchanged metrics are not republished as new artifact versions (the run that made them published them)
+    assert "metrics-teacher" not in artifacts_of(api_url, run.id)
 
 
 @pytest.mark.integration
 def test_a_failing_stage_fails_its_task_and_the_flow_with_its_message(tiny_repo, api_url, tmp_path):
-    # An impossible class-balance bound, written to params.yaml by the flow's own override option.
+    # A text-length bound every text breaks (only the data can tell), written by the flow's own override option.
     proc, run, tasks = run_flow(api_url, tmp_path, tiny_repo, "--stages", "teacher", "--retries", "2",
-                                "--retry-delay", "0", "--set", "validate.class_balance.min_fraction=0.7")
+                                "--retry-delay", "0", "--set", "validate.max_chars=5")
     assert proc.returncode == 1
-    assert yaml.safe_load((tiny_repo / "params.yaml").read_text())["validate"]["class_balance"]["min_fraction"] == 0.7
+    assert yaml.safe_load((tiny_repo / "params.yaml").read_text())["validate"]["max_chars"] == 5
     assert run.state.is_failed()
-    assert "data validation failed" in run.state.message and "expect_column_mean_to_be_between" in run.state.message
+    assert "data validation failed" in run.state.message and "expect_column_value_lengths_to_be_between" in run.state.message
     assert "not run: teacher" in run.state.message
     by_name = {t.name: t for t in tasks}
     assert set(by_name) == {"prepare", "validate"}  # teacher never started
@@ -240,6 +252,17 @@ def test_a_failing_stage_fails_its_task_and_the_flow_with_its_message(tiny_repo,
     validate = by_name["validate"]
     assert validate.state.is_failed() and "data validation failed" in validate.state.message
     assert validate.run_count == 1  # a data error is not retried
+
+
+@pytest.mark.integration
+def test_params_that_do_not_fit_the_data_fail_the_flow_before_any_stage(tiny_repo, api_url, tmp_path):
+    # an impossible class-balance bound: confkd check-params sees it against the files, before any stage
+    proc, run, tasks = run_flow(api_url, tmp_path, tiny_repo, "--stages", "teacher", "--retries", "0",
+                                "--set", "validate.max_chars=5000", "--set", "validate.class_balance.min_fraction=0.7")
+    assert proc.returncode == 1
+    assert run.state.is_failed() and tasks == []
+    assert "check-params failed before any stage ran" in run.state.message
+    assert "validate.class_balance.min_fraction" in run.state.message
 
 
 def _table(artifact) -> list[dict]:
@@ -268,7 +291,7 @@ stages:
         - squares/${item}.txt
   flaky:
     cmd: python flaky.py
-    deps: [flaky.py, squares]
+    deps: [flaky.py, squares/a.txt]
     outs: [flaky.txt]
 """
 TOY_SCRIPTS = {

@@ -1,25 +1,16 @@
 """``dvc repro`` of prepare -> validate -> teacher in a temporary copy of the repository (tiny config)."""
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import REPO_ROOT, copy_repo_tiny
+from .conftest import child_env as _env, copy_repo_tiny
 
 pytestmark = pytest.mark.integration
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1")
-    return env
 
 
 def _dvc(args, cwd, check=True):

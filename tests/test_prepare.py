@@ -72,9 +72,11 @@ def test_write_prepared_round_trip(tmp_path, toy_task):
     write_prepared(prepared, tmp_path / "prepared", tmp_path / "report.json", tmp_path / "metrics.json")
     back = read_jsonl(tmp_path / "prepared" / "transfer.jsonl")
     pd.testing.assert_frame_equal(back, prepared.frames["transfer"], check_dtype=False)
-    assert json.loads((tmp_path / "prepared" / "labels.json").read_text()) == {"labels": ["negative", "positive"]}
+    meta = json.loads((tmp_path / "prepared" / "labels.json").read_text())
+    assert meta["labels"] == ["negative", "positive"] and meta["task"] == "toy" and len(meta["data_fingerprint"]) == 16
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert all(isinstance(v, (int, float)) for v in metrics.values())
+    assert metrics.pop("task") == "toy" and metrics.pop("data_fingerprint") == meta["data_fingerprint"]
+    assert all(isinstance(v, (int, float)) for v in metrics.values())  # the rest: numbers, as dvc metrics compares
     assert metrics["transfer_dropped_leak_shared_word_run"] == 1
 
 

@@ -48,6 +48,7 @@ def test_rehearsal_between_two_revisions(tmp_path, tiny_model_dir):
                 REPO_ROOT, env)
     comment = proc.stdout
     assert comment == out.read_text() and comment.startswith("<!-- confkd-pr-report -->")
+    assert "## Distillation metrics: `HEAD~1` → `HEAD`" in comment  # the revisions, not the scratch folders
     assert "**Params changed (1):** `distill.configs.kd_logits.temperature`: 2.0 → 4.0." in comment
     assert "`kd_logits`" in comment  # its metrics changed: a row
     assert "#### dvc metrics diff" in comment and "<details>" in comment

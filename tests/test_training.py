@@ -320,3 +320,53 @@ def test_precision_choice_on_cpu(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="confkd.runtime"):
         select_precision(cpu, "bf16")
     assert "emulated" in caplog.text
+
+
+def test_step_budget_is_epochs_capped_by_max_steps():
+    from confkd.training.loop import step_budget
+
+    assert step_budget(1644, 2) == 3288                 # 2 epochs of SST-2 train at batch 32
+    assert step_budget(1644, 2, max_steps=3000) == 3000  # the cap binds
+    assert step_budget(282, 2, max_steps=3000) == 564    # 9k examples: the epochs bind
+    assert step_budget(100, 0.25) == 25
+    assert step_budget(3, 0.1) == 1                      # never zero steps
+    assert step_budget(7, 1 / 7 * 3) == 3                # float noise does not add a step
+    for bad in ((0, 1.0), (10, 0.0), (10, -1.0)):
+        with pytest.raises(ValueError):
+            step_budget(*bad)
+
+
+def test_default_budgets_keep_sst2_runs_and_scale_down_on_a_small_task():
+    """On SST-2's prepared sizes every default budget is its step cap (the committed runs), while a
+    10k-example task gets whole epochs instead of SST-2's step counts."""
+    import math
+
+    from confkd.config import load_params
+    from confkd.data.augment import target_size
+    from confkd.distill.methods import expand_phases
+    from confkd.training.loop import step_budget
+
+    from .conftest import REPO_ROOT
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    sst2 = json.loads((REPO_ROOT / "metrics" / "prepare.json").read_text())
+    assert params.task.name == "sst2"
+    tp = params.teacher
+    assert step_budget(math.ceil(sst2["train_rows"] / tp.batch_size), tp.epochs, tp.max_steps) == tp.max_steps == 3000
+    small = {"train_rows": 9000, "transfer_rows": 15000}
+    assert target_size(params.augment.size, params.augment.per_example, sst2["transfer_rows"]) == 150000
+    assert target_size(params.augment.size, params.augment.per_example, small["transfer_rows"]) == 45000
+    assert step_budget(math.ceil(small["train_rows"] / tp.batch_size), tp.epochs, tp.max_steps) == 564
+    for name in params.distill.configs:
+        cfg = params.distill.resolve(name)
+        for phase in expand_phases(cfg, cfg.student.num_layers):
+            assert phase.max_steps is not None, f"{name}:{phase.name} has no step cap"
+
+            def budget(sizes):
+                aug = target_size(params.augment.size, params.augment.per_example, sizes["transfer_rows"])
+                extra = (aug if cfg.augmented_size == "all" else min(cfg.augmented_size, aug)) if cfg.augmented_size else 0
+                rows = sizes[f"{phase.data}_rows"] + (extra if phase.data == "transfer" else 0)
+                return step_budget(math.ceil(rows / cfg.batch_size), phase.epochs, phase.max_steps)
+
+            assert budget(sst2) == phase.max_steps, f"{name}:{phase.name}: SST-2 budget changed"
+            assert budget(small) < phase.max_steps or phase.max_steps <= 300, f"{name}:{phase.name} ignores the data"

@@ -339,11 +339,25 @@ def test_class_balance_violation():
     frames = clean_frames()
     frames["train"]["label"] = [1] * 9 + [0]
     report = run_validation(frames, LABELS, ValidateParams(class_balance=ClassBalance(min_fraction=0.2, max_fraction=0.8)))
-    r0 = assert_fails_critically(report, "train", "expect_column_mean_to_be_between", "is_label_0", None)
-    r1 = assert_fails_critically(report, "train", "expect_column_mean_to_be_between", "is_label_1", None)
+    bound = "(validate.class_balance)"
+    r0 = assert_fails_critically(report, "train", "expect_column_mean_to_be_between", "is_label_0", None, bound)
+    r1 = assert_fails_critically(report, "train", "expect_column_mean_to_be_between", "is_label_1", None, bound)
     assert r0["observed_value"] == pytest.approx(0.1) and r1["observed_value"] == pytest.approx(0.9)
     assert "observed 0.9" in _message(report)
-    # the same imbalance in test only warns
+    # without hard bounds (the default) the same 10% class is not an error: imbalanced data runs
+    frames["dev"]["label"] = [1] * (len(frames["dev"]) - 1) + [0]
+    frames["test"]["label"] = [1] * (len(frames["test"]) - 1) + [0]
+    report = run_validation(frames, LABELS, ValidateParams(class_balance=ClassBalance(warn_below=0.05)))
+    assert report["success"] is True
+    # a class under warn_below in train is reported as imbalanced (a warning)
+    report = run_validation(frames, LABELS, ValidateParams(class_balance=ClassBalance(warn_below=0.15)))
+    warn = results(report, "train", "expect_column_mean_to_be_between", "is_label_0", "else imbalanced")
+    assert report["success"] is True and warn["success"] is False and warn["severity"] == "warning"
+    # dev distributed unlike train fails (model selection on it would mislead); test only warns
+    frames = clean_frames()
+    frames["dev"]["label"] = [1] * len(frames["dev"])
+    report = run_validation(frames, LABELS, ValidateParams())
+    assert_fails_critically(report, "dev", "expect_column_mean_to_be_between", "is_label_1", None, "of its train share")
     frames = clean_frames()
     frames["test"]["label"] = [1] * 6
     report = run_validation(frames, LABELS, ValidateParams())

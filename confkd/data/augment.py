@@ -18,6 +18,16 @@ from confkd.data.leakage import LeakIndex
 from confkd.data.text import normalize_text
 
 
+def target_size(cap: int, per_example: float, n_source: int) -> int:
+    """How many augmented examples to generate: ``per_example`` per source text, at most ``cap``.
+
+    The size follows the data (3 per text: ~50k for a 10k-example task with 6k unlabeled lines) while the
+    cap bounds the labelling time on large data (150k for SST-2's 58.6k source texts)."""
+    if cap < 0 or per_example <= 0 or n_source < 0:
+        raise ValueError(f"cap >= 0, per_example > 0 and n_source >= 0 needed, got {cap}, {per_example}, {n_source}")
+    return min(cap, int(round(per_example * n_source)))
+
+
 def augment_texts(
     texts: list[str],
     size: int,

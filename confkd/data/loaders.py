@@ -73,6 +73,8 @@ class TaskData:
     test: pd.DataFrame
     dev: Optional[pd.DataFrame] = None
     unlabeled: dict[str, list[str]] = field(default_factory=dict)
+    # rows dropped while loading (prepare.on_empty_text: drop): split -> reason -> {count, rows (1-based data rows)}
+    dropped: dict[str, dict[str, dict]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- file reading
@@ -145,8 +147,8 @@ def to_examples(
     split: str,
     origin: str,
     on_empty_text: str = "error",
-) -> tuple[pd.DataFrame, int]:
-    """Select/rename columns, map labels to 0..K-1 and check text. Returns (frame, dropped_empty)."""
+) -> tuple[pd.DataFrame, list[int]]:
+    """Select/rename columns, map labels to 0..K-1 and check text. Returns (frame, dropped data rows (1-based))."""
     missing = [c for c in (text_column, label_column) if c not in df.columns]
     if missing:
         raise DataError(
@@ -164,7 +166,7 @@ def to_examples(
             f"(values {values}, data rows {[r + 1 for r in rows]})"
         )
     empty = text.str.strip() == ""
-    dropped = 0
+    dropped: list[int] = []
     if empty.any():
         if on_empty_text == "error":
             rows = [r + 1 for r in df.index[empty][:5]]
@@ -172,7 +174,9 @@ def to_examples(
                 f"{origin}: {int(empty.sum())} row(s) with empty or whitespace-only text (data rows {rows}); "
                 f"fix the file or set prepare.on_empty_text: drop"
             )
-        dropped = int(empty.sum())
+        dropped = [int(r) + 1 for r in df.index[empty]]
+        log.warning("%s: dropped %d row(s) with empty text (data rows %s%s)", origin, len(dropped), dropped[:5],
+                    "..." if len(dropped) > 5 else "")
     out = pd.DataFrame(
         {
             "id": [f"{split}-{i:06d}" for i in range(len(df))],
@@ -227,15 +231,20 @@ def _load_embedded(task: TaskParams, on_empty_text: str, root: Path) -> TaskData
         labels=labels,
         on_empty_text=on_empty_text,
     )
-    frames = {}
+    frames, dropped = {}, {}
     for split in ("train", "dev", "test"):
         rel = getattr(spec, split)
         if rel is None:
             continue
         path = root / rel
-        frames[split], _ = to_examples(read_table(path), split=split, origin=str(path), **cols)
+        frames[split], dropped[split] = to_examples(read_table(path), split=split, origin=str(path), **cols)
     unl = task.unlabeled if task.unlabeled is not None else [str(root / p) for p in spec.unlabeled]
-    return TaskData(task.name, labels, frames["train"], frames["test"], frames.get("dev"), _unlabeled(unl))
+    return TaskData(task.name, labels, frames["train"], frames["test"], frames.get("dev"), _unlabeled(unl),
+                    _dropped(dropped))
+
+
+def _dropped(rows: dict[str, list[int]]) -> dict[str, dict[str, dict]]:
+    return {s: {"empty_text": {"count": len(r), "rows": r[:20]}} for s, r in rows.items() if r}
 
 
 def _load_local(task: TaskParams, on_empty_text: str) -> TaskData:
@@ -248,10 +257,11 @@ def _load_local(task: TaskParams, on_empty_text: str) -> TaskData:
         labels=labels,
         on_empty_text=on_empty_text,
     )
-    frames = {
-        s: to_examples(df, split=s, origin=getattr(task.files, s), **cols)[0] for s, df in raw.items()
-    }
-    return TaskData(task.name, labels, frames["train"], frames["test"], frames.get("dev"), _unlabeled(task.unlabeled))
+    frames, dropped = {}, {}
+    for s, df in raw.items():
+        frames[s], dropped[s] = to_examples(df, split=s, origin=getattr(task.files, s), **cols)
+    return TaskData(task.name, labels, frames["train"], frames["test"], frames.get("dev"), _unlabeled(task.unlabeled),
+                    _dropped(dropped))
 
 
 def _infer_labels(df: pd.DataFrame, column: str, origin: str) -> list[str]:
@@ -289,16 +299,17 @@ def _load_hf(task: TaskParams, on_empty_text: str) -> TaskData:
         feature = dsd[task.hf_splits["train"]].features.get(label_col)
         names = getattr(feature, "names", None)
         labels = list(names) if names else _infer_labels(dsd[task.hf_splits["train"]].to_pandas(), label_col, task.hf_id)
-    frames = {}
+    frames, dropped = {}, {}
     for split, hf_split in task.hf_splits.items():
         df = dsd[hf_split].to_pandas()
-        frames[split], _ = to_examples(
+        frames[split], dropped[split] = to_examples(
             df, text_column=text_col, label_column=label_col, labels=labels, split=split,
             origin=f"{task.hf_id}[{hf_split}]", on_empty_text=on_empty_text,
         )
     if "train" not in frames or "test" not in frames:
         raise DataError("task.hf_splits must map at least 'train' and 'test'")
-    return TaskData(task.name, list(labels), frames["train"], frames["test"], frames.get("dev"), _unlabeled(task.unlabeled))
+    return TaskData(task.name, list(labels), frames["train"], frames["test"], frames.get("dev"),
+                    _unlabeled(task.unlabeled), _dropped(dropped))
 
 
 def _guess_text_column(columns: list[str]) -> str:

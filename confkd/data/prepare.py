@@ -16,7 +16,7 @@ from confkd.data.loaders import TaskData, load_task
 from confkd.data.splitting import grouped_dev_split
 from confkd.data.text import normalize_text
 from confkd.runtime import progress
-from confkd.io import write_json, write_jsonl
+from confkd.io import fingerprint, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ def prepare(params: Params, task_data: TaskData | None = None) -> PreparedData:
              len(data.test), None if data.dev is None else len(data.dev), {k: len(v) for k, v in data.unlabeled.items()})
     train_drops, transfer_drops = _DropLog(), _DropLog()
     report: dict = {"task": data.name, "labels": data.labels, "input": {
-        "train": len(data.train), "test": len(data.test), "dev": None if data.dev is None else len(data.dev)}}
+        "train": len(data.train), "test": len(data.test), "dev": None if data.dev is None else len(data.dev)},
+        "input_dropped": data.dropped}  # rows dropped while loading (e.g. empty text), per split and reason
 
     test = data.test
     eval_norms = set(test["text"].map(normalize_text))
@@ -143,8 +144,11 @@ def prepare(params: Params, task_data: TaskData | None = None) -> PreparedData:
     if p.dedupe_train:
         train = dedupe(train, train_drops)
     train = drop_overlap(train, eval_norms, "overlaps_eval_split", train_drops)
-    if p.max_train_examples is not None and len(train) > p.max_train_examples:
-        keep = np.sort(np.random.default_rng(params.seed).choice(len(train), p.max_train_examples, replace=False))
+    keep_n = len(train) if p.train_fraction == 1.0 else max(10, int(round(p.train_fraction * len(train))))
+    if p.max_train_examples is not None:
+        keep_n = min(keep_n, p.max_train_examples)
+    if keep_n < len(train):
+        keep = np.sort(np.random.default_rng(params.seed).choice(len(train), keep_n, replace=False))
         report["subsampled_train_from"] = int(len(train))
         train = train.iloc[keep].reset_index(drop=True)
 
@@ -186,12 +190,18 @@ def flat_metrics(report: dict) -> dict:
     for reason in REASONS:
         out.setdefault(f"transfer_dropped_leak_{reason}", 0)
     out["transfer_unlabeled_kept"] = report["transfer"]["unlabeled_kept"]
+    for split, reasons in report.get("input_dropped", {}).items():
+        for reason, v in reasons.items():
+            out[f"{split}_input_dropped_{reason}"] = v["count"]
     return out
 
 
 def write_prepared(prepared: PreparedData, out_dir: Path, report_path: Path, metrics_path: Path) -> None:
     for split in SPLITS:
         write_jsonl(out_dir / f"{split}.jsonl", prepared.frames[split])
-    write_json(out_dir / "labels.json", {"labels": prepared.labels})
-    write_json(report_path, prepared.report)
-    write_json(metrics_path, flat_metrics(prepared.report))
+    data_fp = fingerprint(*(out_dir / f"{split}.jsonl" for split in SPLITS))[:16]
+    stamp = {"task": prepared.report["task"], "data_fingerprint": data_fp}
+    write_json(out_dir / "labels.json", {"labels": prepared.labels, **stamp,
+                                         "train_label_counts": prepared.report["label_counts"]["train"]})
+    write_json(report_path, {**prepared.report, **stamp})
+    write_json(metrics_path, {**stamp, **flat_metrics(prepared.report)})

@@ -173,6 +173,15 @@ def _gx():
     return gx
 
 
+def _class_shares(train: pd.DataFrame | None, k: int) -> np.ndarray | None:
+    """Each class's share of the labelled train rows, or None when train has no usable labels."""
+    if train is None or "label" not in train.columns:
+        return None
+    labels = pd.to_numeric(train["label"], errors="coerce").dropna().astype(int)
+    labels = labels[(labels >= 0) & (labels < k)]
+    return np.bincount(labels, minlength=k) / len(labels) if len(labels) else None
+
+
 def _split_checks(
     gx, split: str, df: pd.DataFrame, frames: dict[str, pd.DataFrame], labels: list[str], params: ValidateParams
 ) -> tuple[list[_Check], list[dict]]:
@@ -223,10 +232,22 @@ def _split_checks(
         add(E.ExpectColumnValuesToBeInSet(column="label", value_set=classes), "label", f"label in 0..{k - 1}",
             needs=("label",))
         cb = params.class_balance
+        train_share = _class_shares(frames.get("train"), k)
         for i, name in enumerate(labels):
-            add(E.ExpectColumnMeanToBeBetween(column=f"is_label_{i}", min_value=cb.min_fraction, max_value=cb.max_fraction),
-                f"is_label_{i}", f"fraction of class '{name}' in [{cb.min_fraction}, {cb.max_fraction}]",
-                severity=WARNING if split == "test" else CRITICAL, needs=("label",))
+            col = f"is_label_{i}"
+            if split != "test" and (cb.min_fraction is not None or cb.max_fraction is not None):
+                lo, hi = cb.min_fraction or 0.0, 1.0 if cb.max_fraction is None else cb.max_fraction
+                add(E.ExpectColumnMeanToBeBetween(column=col, min_value=lo, max_value=hi), col,
+                    f"fraction of class '{name}' in [{lo}, {hi}] (validate.class_balance)", needs=("label",))
+            if split == "train":
+                add(E.ExpectColumnMeanToBeBetween(column=col, min_value=cb.warn_below, max_value=1.0), col,
+                    f"class '{name}' is at least {cb.warn_below:.0%} of train (else imbalanced)",
+                    severity=WARNING, needs=("label",))
+            elif train_share is not None:
+                lo, hi = max(0.0, train_share[i] - cb.max_shift), min(1.0, train_share[i] + cb.max_shift)
+                add(E.ExpectColumnMeanToBeBetween(column=col, min_value=round(lo, 4), max_value=round(hi, 4)), col,
+                    f"fraction of class '{name}' within {cb.max_shift} of its train share {train_share[i]:.3f}",
+                    severity=WARNING if split == "test" else CRITICAL, needs=("label",))
 
     # leakage: exact overlaps with the evaluation splits, then the substring / word-run flags
     have_eval = {s: "norm_text" in frames[s].columns for s in ("dev", "test")}

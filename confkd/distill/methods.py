@@ -40,7 +40,7 @@ def expand_phases(cfg: DistillConfig, n_student_layers: int) -> list[PhaseParams
         return list(cfg.phases)
     soft = dict(prediction_weight=1.0 - cfg.alpha, hard_weight=cfg.alpha)
     predict = PhaseParams(name="prediction", data=cfg.kd_data, epochs=cfg.epochs, max_steps=cfg.max_steps, **soft)
-    inter = dict(data=cfg.kd_data, epochs=cfg.epochs, max_steps=cfg.intermediate_steps, intermediate_weight=1.0,
+    inter = dict(data=cfg.kd_data, epochs=cfg.intermediate_epochs or cfg.epochs, max_steps=cfg.intermediate_steps, intermediate_weight=1.0,
                  learning_rate=cfg.intermediate_learning_rate, select=False)
     m = cfg.method
     if m in ("ft_only", "sparse_dan_no_kd"):
@@ -59,6 +59,6 @@ def expand_phases(cfg: DistillConfig, n_student_layers: int) -> list[PhaseParams
         return phases + [predict]
     if m == "sparse_dan":
         return [PhaseParams(name="kd", data="transfer", epochs=cfg.epochs, max_steps=cfg.max_steps, prediction_weight=1.0),
-                PhaseParams(name="finetune", data="train", epochs=cfg.epochs,
+                PhaseParams(name="finetune", data="train", epochs=cfg.finetune_epochs or cfg.epochs,
                             max_steps=cfg.finetune_steps or cfg.max_steps, hard_weight=1.0)]
     raise ValueError(f"unknown method {m!r}")  # pragma: no cover - the schema restricts methods

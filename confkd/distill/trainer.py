@@ -28,7 +28,7 @@ from confkd.distill.students import DistillationModule, build_transformer_studen
 from confkd.errors import DataError, ParamsError
 from confkd.evaluation.confidence import ConfidenceSpec, resolve_spec, teacher_student_scores
 from confkd.evaluation.metrics import classification_metrics
-from confkd.io import atomic_dir, fingerprint, read_jsonl, write_json, write_text
+from confkd.io import atomic_dir, fingerprint, provenance, read_jsonl, write_json, write_text
 from confkd.models.hf import load_saved_classifier
 from confkd.runtime import configure_threads, seed_everything, select_device, select_precision
 from confkd.training.batching import length_grouped_batches, pad_batch, sorted_batches, tokenize
@@ -204,6 +204,9 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
     """
     paths = paths or DistillPaths(name)
     cfg = params.distill.resolve(name)
+    if cfg.augmented_size != "all" and cfg.augmented_size > params.augment.size:
+        raise ParamsError(f"distill.configs.{name}.augmented_size: {cfg.augmented_size} augmented examples wanted "
+                          f"but augment.size is {params.augment.size}")
     seed = params.seed if cfg.seed is None else cfg.seed
     seed_everything(seed, params.runtime.deterministic)
     configure_threads(params.runtime.num_threads)
@@ -303,7 +306,7 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
     with atomic_dir(paths.artifacts_dir) as tmp:
         for split, logits in student_logits.items():
             save_logits(tmp / f"{split}.npz", split_ids[split], logits)
-    write_json(paths.metrics_path, metrics)
+    write_json(paths.metrics_path, {**provenance(paths.prepared_dir), **metrics})
     history = pd.DataFrame([{**h, "phase": r.name} for r in records for h in r.result.history])
     write_text(paths.history_path, history.to_csv(index=False))
     shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
@@ -312,9 +315,10 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
     return metrics
 
 
-def _with_augmented(transfer: pd.DataFrame, logits: np.ndarray, size: int, paths: DistillPaths):
-    """The transfer set plus the first ``size`` teacher-labelled augmented examples."""
+def _with_augmented(transfer: pd.DataFrame, logits: np.ndarray, size: int | str, paths: DistillPaths):
+    """The transfer set plus the first ``size`` teacher-labelled augmented examples (``"all"``: every one)."""
     aug = read_jsonl(paths.augmented_file)
+    size = len(aug) if size == "all" else size
     if len(aug) < size:
         raise DataError(f"augmented_size {size} but {paths.augmented_file} has only {len(aug)} examples "
                         f"(raise augment.size and re-run the augment stage)")

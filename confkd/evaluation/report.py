@@ -51,7 +51,8 @@ def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, kap
       subset), ``kappa``, ``phi_cnf`` (1.0 if ``sigma <= kappa``), ``pinsker_bound`` (the sigma the KL on the
       same subset already bounds; a kappa at or above it cannot fail, and a warning is logged);
     * selective prediction: ``aurc``, ``excess_aurc`` - see ``selective.py``;
-    * ``n_examples``;
+    * ``n_examples``; ``majority_accuracy``, the accuracy of always answering the split's most frequent class
+      (the best constant predictor: a model near it has learnt little);
     * for ``accuracy``, ``ece``, ``nll``, ``agreement``, ``sigma``, ``aurc``: ``<name>_ci_low`` /
       ``<name>_ci_high``, a 95% percentile bootstrap interval over examples (``n_resamples`` resamples,
       ``seed``; all six use the same resampled indices; sigma's subset is re-taken inside each resample).
@@ -91,6 +92,7 @@ def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, kap
     out: dict[str, float] = {
         "n_examples": float(n),
         "accuracy": float(correct.mean()),
+        "majority_accuracy": float(np.bincount(y, minlength=k).max() / n),
         "macro_f1": _metrics.macro_f1(ps, y),
         "nll": float(nll_rows.mean()),
         "brier": brier_raw(ps, y),
@@ -146,3 +148,25 @@ def evaluate_split(teacher_logits: Any, student_logits: Any, labels: Any, *, kap
         })
     return out
 
+
+def trust_flags(by_split: dict[str, dict], margin: float) -> dict[str, float]:
+    """Warnings that a model's results may mean nothing, from :func:`evaluate_split`'s output per split.
+
+    * ``near_baseline_<split>`` (1.0/0.0): accuracy within ``margin`` of ``majority_accuracy`` on that split
+      (the model barely beats always answering the most frequent class);
+    * ``dev_test_shift`` (when both splits have intervals): the 95% bootstrap intervals of dev and test
+      accuracy are disjoint (dev no longer predicts test: a distribution shift between them).
+    """
+    if not 0 <= margin < 1:
+        raise ParamsError(f"margin must be in [0, 1), got {margin}")
+    out: dict[str, float] = {}
+    for split, m in by_split.items():
+        if isinstance(m, dict) and "accuracy" in m and "majority_accuracy" in m:
+            out[f"near_baseline_{split}"] = float(m["accuracy"] - m["majority_accuracy"] <= margin)
+    dev, test = by_split.get("dev"), by_split.get("test")
+    keys = ("accuracy_ci_low", "accuracy_ci_high")
+    if isinstance(dev, dict) and isinstance(test, dict) and all(dev.get(k) is not None and test.get(k) is not None
+                                                                  for k in keys):
+        out["dev_test_shift"] = float(dev["accuracy_ci_low"] > test["accuracy_ci_high"]
+                                      or test["accuracy_ci_low"] > dev["accuracy_ci_high"])
+    return out

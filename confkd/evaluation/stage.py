@@ -21,10 +21,10 @@ from confkd.evaluation.calibration import reliability_curve
 from confkd.evaluation.confidence import ConfidenceSpec, confidence_pair, resolve_spec
 from confkd.evaluation.kappa import implied_by_maths, resolve_kappa
 from confkd.evaluation.metrics import probabilities
-from confkd.evaluation.report import evaluate_split
+from confkd.evaluation.report import evaluate_split, trust_flags
 from confkd.evaluation.selective import risk_coverage_curve
 from confkd.evaluation.temperature import fit_temperature
-from confkd.io import atomic_dir, read_jsonl, write_json, write_text
+from confkd.io import atomic_dir, provenance, read_jsonl, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,19 @@ def _kappa(params: Params, model: str, split: str, spec: ConfidenceSpec, teacher
                          alpha=kp.bound.alpha, measured_beta_sum=beta_sum, measured_n=n)
 
 
+def _warn_flags(model: str, result: dict) -> None:
+    for key, on in result["flags"].items():
+        if not on:
+            continue
+        if key.startswith("near_baseline_"):
+            split = key.removeprefix("near_baseline_")
+            log.warning("%s on %s: accuracy %.4f is within reach of the majority-class baseline %.4f: its results "
+                        "mean little", model, split, result[split]["accuracy"], result[split]["majority_accuracy"])
+        elif key == "dev_test_shift":
+            log.warning("%s: dev accuracy %.4f and test accuracy %.4f have disjoint 95%% intervals: dev does not "
+                        "predict test (distribution shift)", model, result["dev"]["accuracy"], result["test"]["accuracy"])
+
+
 def evaluate_model(params: Params, model: str, out_root: Path = Path(".")) -> dict:
     if model not in (TEACHER, REFERENCE) and model not in params.distill.configs:
         raise DataError(f"evaluate: '{model}' is neither 'teacher', '{REFERENCE}' nor a configuration in distill.configs")
@@ -126,7 +139,9 @@ def evaluate_model(params: Params, model: str, out_root: Path = Path(".")) -> di
     result["confidence"] = {"measure": spec.measure, "subset": spec.subset, "statistic": spec.statistic,
                             "class_index": spec.class_index}
     result["kappa_policy"] = ep.kappa.policy
-    write_json(out_root / "metrics" / "eval" / f"{model}.json", result)
+    result["flags"] = trust_flags(result, ep.baseline_margin)
+    _warn_flags(model, result)
+    write_json(out_root / "metrics" / "eval" / f"{model}.json", {**provenance(Path("data/prepared")), **result})
     _write_figures(out_root / "reports" / "figures" / model, model, out_root / "plots" / "eval" / model, ep.splits[0])
     t = result[ep.splits[0]]
     log.info("%s on %s: accuracy %.4f, ECE %.4f, sigma %.4f vs kappa %.4f (%s) -> phi_cnf %s", model, ep.splits[0],

@@ -7,10 +7,10 @@ import logging
 from pathlib import Path
 
 from confkd.config import Params
-from confkd.errors import DataError
+from confkd.errors import DataError, ParamsError
 from confkd.evaluation.confidence import resolve_spec
 from confkd.export.report import BACKEND_NAMES
-from confkd.io import write_json, write_text
+from confkd.io import provenance, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +45,42 @@ def _human(n) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
-def build_summary(params: Params, split: str = "test") -> tuple[dict, str, dict[str, dict]]:
+def build_summary(params: Params, split: str = "test", only: list[str] | None = None) -> tuple[dict, str, dict[str, dict]]:
+    """The comparison table of the teacher and every configuration (``only``: just these configurations; the
+    others are listed as left out)."""
     models = ["teacher", *params.distill.configs]
     if (Path("metrics/eval") / "teacher_reference.json").exists():  # kappa's yardstick, once evaluated
         models.insert(1, "teacher_reference")
     if (Path("metrics/eval") / f"{params.tune.name}.json").exists():  # the tuned configuration, once evaluated
         models.append(params.tune.name)
+    left_out: dict[str, str] = {}  # model -> why it is not in the table
+    if only is not None:
+        unknown = sorted(set(only) - set(models))
+        if unknown:
+            raise ParamsError(f"report --only: unknown configuration(s) {unknown} (known: {models[1:]})")
+        left_out = {m: "outside this run's configurations" for m in models
+                    if m not in only and m not in ("teacher", "teacher_reference")}
+        models = [m for m in models if m not in left_out]
     rows: dict[str, dict] = {}
     teacher_acc = None
+    current = provenance(PREPARED)
+    flags: dict[str, dict] = {}
     for model in models:
         eval_path = Path("metrics/eval") / f"{model}.json"
         if not eval_path.exists():
-            raise DataError(f"{eval_path}: not found (run `dvc repro evaluate`)")
+            if model == "teacher":
+                raise DataError(f"{eval_path}: not found (run `dvc repro evaluate_teacher`)")
+            left_out[model] = "not run on this task yet"
+            continue
         evaluation = json.loads(eval_path.read_text())
+        mismatch = stale_reason(evaluation, current)
+        if mismatch is not None:
+            if model == "teacher":
+                raise DataError(f"{eval_path}: {mismatch}; rerun the pipeline (`dvc repro`) before reporting")
+            left_out[model] = mismatch
+            continue
         ev = evaluation[split]
+        flags[model] = evaluation.get("flags") or {}
         if model in ("teacher", "teacher_reference"):
             info = json.loads((Path("metrics") / f"{model}.json").read_text())
             model_dir = Path("models") / model
@@ -80,7 +102,11 @@ def build_summary(params: Params, split: str = "test") -> tuple[dict, str, dict[
             "size_mb": _dir_size_mb(model_dir),
         }
     _add_latency(rows, Path("metrics/export.json"))
+    teacher_ev = json.loads((Path("metrics/eval") / "teacher.json").read_text())
+    labels_meta = json.loads((PREPARED / "labels.json").read_text()) if (PREPARED / "labels.json").exists() else {}
     lines = [f"# Teacher vs students ({split} split)", "",
+             *warnings(current, teacher_ev, split, flags, left_out, labels_meta.get("train_label_counts"),
+                       params.validate_.class_balance.warn_below),
              "| model | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
              "|---|" + "---|" * len(COLUMNS)]
     for model, r in rows.items():
@@ -113,9 +139,78 @@ def build_summary(params: Params, split: str = "test") -> tuple[dict, str, dict[
               "Speed-up: raw text to probabilities at batch 32, model and teacher each in their fastest backend, "
               "timed interleaved in one run of the export stage: median of the per-round ratios, spread = "
               "(p90 - p10) / median (reports/export.md; the same figures as metrics/export.json)."]
-    flat = {f"{model}.{k}": (float(v) if isinstance(v, (int, float, bool)) and v is not None else None)
-            for model, r in rows.items() for k, v in r.items()}
+    flat = {**current, **{f"{model}.{k}": (float(v) if isinstance(v, (int, float, bool)) and v is not None else None)
+                          for model, r in rows.items() for k, v in r.items()}}
     return flat, "\n".join(lines) + "\n", rows
+
+
+PREPARED = Path("data/prepared")
+COMPACT = (("accuracy", 4), ("retention", 3), ("sigma", 4), ("kappa", 4), ("phi_cnf", None),
+           ("speedup_vs_best_teacher_b32", 1))
+
+
+def compact_rows(flat: dict) -> list[dict]:
+    """One narrow row per model from ``metrics/summary.json``'s flat keys: the headline columns only (for
+    a table that fits a screen, e.g. the Prefect run's artifact)."""
+    models = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in flat if "." in k and k.rsplit(".", 1)[1] == "accuracy"))
+    rows = []
+    for model in models:
+        row: dict = {"model": model}
+        for key, digits in COMPACT:
+            v = flat.get(f"{model}.{key}")
+            row[key.replace("speedup_vs_best_teacher_b32", "speed-up b32")] = (
+                None if v is None else ("holds" if v else "fails") if digits is None else round(float(v), digits))
+        rows.append(row)
+    return rows
+
+
+def stale_reason(evaluation: dict, current: dict) -> str | None:
+    """Why metrics stamped with ``evaluation``'s task and data fingerprint do not belong with data ``current``
+    (None: they do). Unstamped metrics count as computed on other data once the prepared data is stamped."""
+    if not current:
+        return None
+    task, data = evaluation.get("task"), evaluation.get("data_fingerprint")
+    if task is None or data is None:
+        return "computed before results recorded their data (rerun it)"
+    if task != current.get("task"):
+        return f"computed on task '{task}', not '{current.get('task')}'"
+    if data != current.get("data_fingerprint"):
+        return f"computed on other data (fingerprint {data}, now {current.get('data_fingerprint')})"
+    return None
+
+
+def warnings(current: dict, teacher_eval: dict, split: str, flags: dict[str, dict], left_out: dict[str, str],
+             train_counts: dict[str, int] | None = None, warn_below: float = 0.05) -> list[str]:
+    """The lines above the table: what the results are computed on, and when they mean little."""
+    out = []
+    if current:
+        out.append(f"Task `{current.get('task')}`, data fingerprint `{current.get('data_fingerprint')}` (every row "
+                   f"below was computed on this data).")
+    if train_counts:
+        total = sum(train_counts.values())
+        shares = ", ".join(f"{name} {n / total:.1%}" for name, n in train_counts.items())
+        rare = [name for name, n in train_counts.items() if n / total < warn_below]
+        out.append(f"Classes in train: {shares}" + (f" — **imbalanced** ({', '.join(rare)} below {warn_below:.0%}): "
+                                                    "accuracy says little, read macro-F1 and the baseline." if rare else "."))
+    ev = teacher_eval.get(split) or {}
+    if ev.get("majority_accuracy") is not None:
+        out.append(f"Majority-class baseline on {split}: {ev['majority_accuracy']:.4f} (always answering the most "
+                   f"frequent class); teacher: {ev['accuracy']:.4f}.")
+    teacher_flags = flags.get("teacher", {})
+    if teacher_flags.get(f"near_baseline_{split}"):
+        out.append(f"> **Warning: the teacher is within reach of the majority-class baseline on {split}.** Retention "
+                   "and phi_cnf compare students with a teacher that has learnt little: they mean little.")
+    if teacher_flags.get("dev_test_shift"):
+        dev = teacher_eval.get("dev") or {}
+        out.append(f"> **Warning: dev and test disagree** (teacher accuracy {dev.get('accuracy', float('nan')):.4f} on "
+                   f"dev, {ev.get('accuracy', float('nan')):.4f} on test; disjoint 95% intervals): model selection on "
+                   "dev does not predict test here (a distribution shift between the splits).")
+    near = [m for m, f in flags.items() if m != "teacher" and f.get(f"near_baseline_{split}")]
+    if near:
+        out.append(f"Near the majority-class baseline on {split}: {', '.join(near)}.")
+    if left_out:
+        out.append("Not in the table: " + "; ".join(f"{m} ({why})" for m, why in left_out.items()) + ".")
+    return out + ([""] if out else [])
 
 
 def _add_latency(rows: dict[str, dict], export_metrics: Path) -> None:
@@ -186,8 +281,8 @@ def plot_accuracy_latency(points: list[dict], path: Path) -> Path:
     return path
 
 
-def write_summary(params: Params) -> None:
-    flat, md, rows = build_summary(params)
+def write_summary(params: Params, only: list[str] | None = None) -> None:
+    flat, md, rows = build_summary(params, only=only)
     latency_file = Path("plots/export/latency.json")
     latency = json.loads(latency_file.read_text()) if latency_file.exists() else []
     points = accuracy_latency_rows(rows, latency)

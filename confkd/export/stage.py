@@ -41,7 +41,7 @@ from confkd.export.parity import ExportCheckFailed, label_indices, parity_failur
 from confkd.export.report import render_report
 from confkd.export.memory import load_runtime, peak_rss_mb
 from confkd.export.smoothing import DEFAULT_ALPHA as SMOOTHING_ALPHA
-from confkd.io import atomic_dir, write_json, write_text
+from confkd.io import atomic_dir, provenance, write_json, write_text
 from confkd.runtime import progress
 
 log = logging.getLogger(__name__)
@@ -443,7 +443,7 @@ def export_models(params: Params, paths: ExportPaths | None = None) -> dict:
     metrics = flat_metrics(results, teacher, run, params, len(texts))
     timed = results if teacher is None else [teacher, *results]
     write_json(paths.latency_plot_file, latency_rows(timed, run))
-    write_json(paths.metrics_file, metrics)
+    write_json(paths.metrics_file, {**provenance(paths.prepared_dir), **metrics})
     write_text(paths.report_file, render_report(results, teacher, metrics, run, params))
     failures = [f for r in results for f in r.failures]
     if failures:

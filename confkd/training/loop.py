@@ -41,8 +41,8 @@ LOWER_IS_BETTER = {"nll", "loss", "ece", "sigma"}
 
 @dataclass
 class LoopConfig:
-    epochs: int = 1
-    max_steps: int | None = None
+    epochs: float = 1.0  # the budget, in passes over the training data (fractions allowed)
+    max_steps: int | None = None  # optional cap on optimiser steps: the budget is the smaller of the two
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -59,6 +59,20 @@ class LoopConfig:
     @property
     def higher_is_better(self) -> bool:
         return not any(self.selection_metric.endswith(k) for k in LOWER_IS_BETTER)
+
+
+def step_budget(steps_per_epoch: int, epochs: float, max_steps: int | None = None) -> int:
+    """Optimiser steps of a run: ``ceil(epochs * steps_per_epoch)``, capped at ``max_steps`` when given.
+
+    Budgets are in epochs so they follow the data (2 epochs is 3,300 steps on SST-2's 53k phrases and
+    560 on 9k tweets); the cap keeps a large dataset within a time budget. At least one step.
+    """
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    if epochs <= 0:
+        raise ValueError(f"epochs must be > 0, got {epochs}")
+    steps = max(1, math.ceil(round(epochs * steps_per_epoch, 6)))
+    return steps if max_steps is None else min(steps, max_steps)
 
 
 @dataclass
@@ -261,7 +275,7 @@ def fit(
     steps_per_epoch = len(batches_for_epoch(0))
     if steps_per_epoch == 0:
         raise ValueError("no training batches: the training set is empty")
-    total_steps = cfg.max_steps if cfg.max_steps is not None else steps_per_epoch * cfg.epochs
+    total_steps = step_budget(steps_per_epoch, cfg.epochs, cfg.max_steps)
     epochs_needed = math.ceil(total_steps / steps_per_epoch)
     optimizers = list(optimizers) if optimizers else [make_optimizer(
         model, cfg.learning_rate, cfg.weight_decay, cfg.layerwise_lr_decay, cfg.num_layers)]

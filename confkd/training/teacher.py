@@ -22,7 +22,7 @@ from confkd.config import Params
 from confkd.data.prepare import SPLITS, UNLABELED
 from confkd.errors import DataError
 from confkd.evaluation.metrics import classification_metrics
-from confkd.io import atomic_dir, atomic_path, fingerprint, read_jsonl, write_json, write_text
+from confkd.io import atomic_dir, atomic_path, fingerprint, provenance, read_jsonl, write_json, write_text
 from confkd.models.hf import count_parameters, load_classifier, load_tokenizer
 from confkd.runtime import configure_threads, seed_everything, select_device, select_precision
 from confkd.training.batching import length_grouped_batches, pad_batch, tokenize
@@ -164,6 +164,7 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
         "stopped_early": int(result.stopped_early),
         "parameters": count_parameters(model),
     })
+    metrics = {**provenance(paths.prepared_dir), **metrics}
     write_json(paths.metrics_path, metrics)
     _write_history(paths.history_path, result.history)
     if not tp.keep_checkpoints and paths.checkpoint_dir.exists():

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from confkd.config import Params
 from confkd.errors import DataError
-from confkd.io import atomic_path, write_json, write_text
+from confkd.io import atomic_path, provenance, write_json, write_text
 from confkd.tuning.pruning import INTERMEDIATE_ATTR, objectives
 from confkd.tuning.tuned import tuned_config
 
@@ -98,7 +98,7 @@ def write_outputs(study: optuna.Study, params: Params, paths, wall_seconds: floa
     }, "# Written by the tune stage (confkd.tuning); the distill/evaluate stages read distill.configs from here.\n")
 
     metrics = _flat_metrics(frame, names, chosen, values, tp, wall_seconds)
-    write_json(paths.metrics, metrics)
+    write_json(paths.metrics, {**provenance(paths.root / "data/prepared"), **metrics})
     write_text(paths.reports / "summary.md", _markdown(study, frame, names, chosen, why, metrics, params))
     _figures(study, names, paths.reports)
     log.info("tuned trial %d (%s): %s", chosen.number, why, values)

@@ -1,0 +1,126 @@
+"""Wall time of every stage of the default pipeline on one task, stage by stage, resumable.
+
+    python benchmarks/bench_task_time.py --task tweet_offensive [--set KEY=VALUE ...] [--until teacher]
+                                         [--work DIR] [--rev HEAD] [--quick]
+
+Exports the revision (``git archive``) into a work folder (default ``benchmarks/.work/task_time-<task>``,
+kept), sets ``task.name`` (and ``task.data_dir``) plus any ``--set`` in its params.yaml, then runs the stages
+in DVC's order (``confkd.orchestration.plan_stages``), one ``dvc repro -s <stage>`` each, timing each. Every
+finished stage's time is saved at once, so an interrupted run resumes where it stopped (DVC skips the stages
+that are done; their recorded times are kept). ``--quick`` applies the quick profile's overrides
+(``scripts/quick_profile.sh``). Writes ``benchmarks/results/task_time_<task>[_quick].{json,md}``: each stage's
+minutes, prepare + validate + teacher, the whole pipeline, and the headline results of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import RESULTS, ROOT, machine, write_results
+
+EMBEDDED_DIRS = {"sst2": "data/sst2", "tweet_offensive": "data/tweet_offensive"}
+FIRST_STAGES = ("prepare", "validate", "teacher")
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _headline(repo: Path) -> list[str]:
+    """The run's results: teacher vs majority baseline, and each model's test accuracy, sigma, phi_cnf."""
+    lines = []
+    for path in sorted((repo / "metrics" / "eval").glob("*.json")):
+        ev = json.loads(path.read_text())
+        test = ev.get("test") or {}
+        flags = [k for k, v in (ev.get("flags") or {}).items() if v]
+        lines.append(f"| {path.stem} | {test.get('accuracy', float('nan')):.4f} | "
+                     f"{test.get('majority_accuracy', float('nan')):.4f} | {test.get('sigma', float('nan')):.4f} | "
+                     f"{test.get('kappa', float('nan')):.4f} | {'holds' if test.get('phi_cnf') else 'fails'} | "
+                     f"{', '.join(flags) or '—'} |")
+    if not lines:
+        return []
+    return ["", "Results of this run (test split):", "",
+            "| model | accuracy | majority baseline | sigma | kappa | phi_cnf | flags |", "|---|---|---|---|---|---|---|",
+            *lines]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="tweet_offensive", help="embedded task name")
+    parser.add_argument("--rev", default="HEAD")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--quick", action="store_true", help="with the quick profile's overrides")
+    parser.add_argument("--until", default=None, help="stop after this stage (with its upstream stages)")
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    from confkd.orchestration import apply_params_overrides, parse_override, plan_stages
+
+    name = f"task_time_{args.task}" + ("_quick" if args.quick else "")
+    work = (args.work or ROOT / "benchmarks" / ".work" / name).resolve()
+    repo = work / "repo"
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
+    state_file = work / "times.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if not repo.exists():
+        rehearse = _load_script("rehearse_pr")
+        rehearse.checkout(ROOT, args.rev, repo, env)
+        rehearse.run([sys.executable, "-m", "dvc", "init", "-q"], repo, env)
+        overrides = {"task.name": args.task, "task.data_dir": EMBEDDED_DIRS.get(args.task, f"data/{args.task}")}
+        quick = rehearse.quick_overrides() if args.quick else []
+        overrides.update(dict(parse_override(o) for o in [*quick, *args.set]))
+        apply_params_overrides(repo, overrides)
+        state = {"rev": subprocess.run(["git", "rev-parse", "--short", args.rev], cwd=ROOT, capture_output=True,
+                                       text=True).stdout.strip(), "overrides": overrides, "stages": {}}
+        state_file.write_text(json.dumps(state, indent=2))
+    plan = [p.name for p in plan_stages(repo, [args.until] if args.until else None)]
+    for stage in plan:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "-s", stage], cwd=repo, env=env,
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.exit(f"{stage} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        ran = "didn't change, skipping" not in proc.stdout + proc.stderr
+        if ran or stage not in state["stages"]:
+            state["stages"][stage] = round(seconds / 60, 2)
+            state_file.write_text(json.dumps(state, indent=2))
+        print(f"{stage}: {state['stages'][stage]:.2f} min{'' if ran else ' (recorded earlier)'}", file=sys.stderr)
+
+    stages = state["stages"]
+    first = sum(stages.get(s, 0.0) for s in FIRST_STAGES)
+    total = sum(stages.values())
+    prepared = json.loads((repo / "metrics" / "prepare.json").read_text())
+    complete = args.until is None
+    results = {"task": args.task, "rev": state["rev"], "overrides": state["overrides"], "machine": machine(),
+               "train_rows": prepared.get("train_rows"), "transfer_rows": prepared.get("transfer_rows"),
+               "stage_minutes": stages, "prepare_validate_teacher_minutes": round(first, 1),
+               "total_minutes": round(total, 1) if complete else None}
+    md = [f"# Stage times of the {'quick profile' if args.quick else 'default pipeline'} on `{args.task}`", "",
+          f"Machine: {machine()}. Revision `{state['rev']}`; params overrides: "
+          f"{', '.join(f'`{k}={v}`' for k, v in state['overrides'].items())}. Train {prepared.get('train_rows')} "
+          f"examples, transfer set {prepared.get('transfer_rows')}. Command: `python benchmarks/bench_task_time.py "
+          f"--task {args.task}{' --quick' if args.quick else ''}`; one `dvc repro -s <stage>` per stage, in DVC's "
+          "order, nothing else running.", "",
+          "| stage | minutes |", "|---|---|", *[f"| {s} | {m:.2f} |" for s, m in stages.items()],
+          f"| **prepare + validate + teacher** | **{first:.1f}** |",
+          f"| **whole pipeline** | **{total:.1f}** |" if complete else
+          f"| whole pipeline | not measured (stopped after `{args.until}`) |", *_headline(repo)]
+    write_results(name, results, md)
+    print(f"wrote {RESULTS / (name + '.md')}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
