@@ -76,8 +76,7 @@ def main() -> None:
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     if not repo.exists():
         rehearse = _load_script("rehearse_pr")
-        rehearse.checkout(ROOT, args.rev, repo, env)
-        rehearse.run([sys.executable, "-m", "dvc", "init", "-q"], repo, env)
+        rehearse.checkout(ROOT, args.rev, repo, env)  # the revision's .dvc/ comes with it: a DVC repo already
         overrides = {"task.name": args.task, "task.data_dir": EMBEDDED_DIRS.get(args.task, f"data/{args.task}")}
         quick = rehearse.quick_overrides() if args.quick else []
         overrides.update(dict(parse_override(o) for o in [*quick, *args.set]))

@@ -5,7 +5,7 @@ import pytest
 
 from confkd.config import Params, parse_params
 from confkd.data.loaders import TaskData, load_task
-from confkd.data.prepare import dedupe, _DropLog, prepare, write_prepared
+from confkd.data.prepare import dedupe, _DropLog, flat_metrics, prepare, write_prepared
 from confkd.data.text import normalize_text
 from confkd.io import read_jsonl
 
@@ -106,3 +106,17 @@ def test_real_sst2_leaks_are_resolved():
 
     assert dev_sentences_containing_train_phrases(10) == 0
     assert dev_sentences_containing_train_phrases(6) <= 0.01 * len(dev)
+
+
+def test_an_official_dev_split_loses_duplicates_and_test_texts_like_train(toy_task):
+    test_text = toy_task.test["text"].iloc[0]
+    dev = make_frame(["an uneven but watchable film", "An uneven but watchable film", "dreadful", "dreadful",
+                      test_text.upper(), "a fine film"], [1, 1, 0, 1, 1, 1], "dev")
+    task = TaskData("toy", toy_task.labels, toy_task.train, toy_task.test, dev, toy_task.unlabeled)
+    prepared = prepare(_params(), task)
+    assert prepared.frames["dev"]["text"].tolist() == ["an uneven but watchable film", "a fine film"]
+    dropped = prepared.report["dev_dropped"]
+    assert dropped["duplicate"]["count"] == 1 and dropped["conflicting_label_duplicate"]["count"] == 2
+    assert dropped["overlaps_test"]["count"] == 1
+    metrics = flat_metrics(prepared.report)
+    assert metrics["dev_dropped_overlaps_test"] == 1 and metrics["dev_dropped_duplicate"] == 1

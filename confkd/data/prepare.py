@@ -153,7 +153,13 @@ def prepare(params: Params, task_data: TaskData | None = None) -> PreparedData:
         train = train.iloc[keep].reset_index(drop=True)
 
     if data.dev is not None:
-        dev = data.dev.assign(group=np.arange(len(data.dev)))
+        # An official dev split gets what train gets: one copy of each text (none of a text seen with two
+        # labels) and no text of the test set, each drop recorded (TweetEval's dev has both).
+        dev_drops = _DropLog()
+        dev = dedupe(data.dev, dev_drops) if p.dedupe_train else data.dev
+        dev = drop_overlap(dev, set(test["text"].map(normalize_text)), "overlaps_test", dev_drops)
+        report["dev_dropped"] = dev_drops.as_dict()
+        dev = dev.assign(group=np.arange(len(dev)))
         train = train.assign(group=np.arange(len(train)))
         report["dev_split"] = {"source": "official"}
     else:
@@ -187,6 +193,8 @@ def flat_metrics(report: dict) -> dict:
         out[f"train_dropped_{k}"] = v["count"]
     for k, v in report["transfer_dropped"].items():
         out[f"transfer_dropped_{k}"] = v["count"]
+    for k, v in report.get("dev_dropped", {}).items():
+        out[f"dev_dropped_{k}"] = v["count"]
     for reason in REASONS:
         out.setdefault(f"transfer_dropped_leak_{reason}", 0)
     out["transfer_unlabeled_kept"] = report["transfer"]["unlabeled_kept"]
