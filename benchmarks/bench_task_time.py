@@ -37,11 +37,19 @@ def _load_script(name: str):
     return module
 
 
-def _headline(repo: Path) -> list[str]:
-    """The run's results: teacher vs majority baseline, and each model's test accuracy, sigma, phi_cnf."""
+def _headline(repo: Path, task: str) -> list[str]:
+    """The run's results (only metrics stamped with this task: the snapshot also holds the committed ones of
+    the default task): the teacher, then each evaluated model's test accuracy, baseline, sigma, phi_cnf."""
     lines = []
+    teacher = repo / "metrics" / "teacher.json"
+    if teacher.exists() and json.loads(teacher.read_text()).get("task") == task:
+        t = json.loads(teacher.read_text())
+        lines.append(f"| teacher (training stage) | {t['accuracy']:.4f} | — | — | — | — | dev accuracy "
+                     f"{t.get('dev_accuracy', float('nan')):.4f}, {t.get('steps')} steps |")
     for path in sorted((repo / "metrics" / "eval").glob("*.json")):
         ev = json.loads(path.read_text())
+        if ev.get("task") != task:
+            continue
         test = ev.get("test") or {}
         flags = [k for k, v in (ev.get("flags") or {}).items() if v]
         lines.append(f"| {path.stem} | {test.get('accuracy', float('nan')):.4f} | "
@@ -116,7 +124,7 @@ def main() -> None:
           "| stage | minutes |", "|---|---|", *[f"| {s} | {m:.2f} |" for s, m in stages.items()],
           f"| **prepare + validate + teacher** | **{first:.1f}** |",
           f"| **whole pipeline** | **{total:.1f}** |" if complete else
-          f"| whole pipeline | not measured (stopped after `{args.until}`) |", *_headline(repo)]
+          f"| whole pipeline | not measured (stopped after `{args.until}`) |", *_headline(repo, args.task)]
     write_results(name, results, md)
     print(f"wrote {RESULTS / (name + '.md')}", file=sys.stderr)
 
