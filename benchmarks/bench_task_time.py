@@ -24,7 +24,6 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, machine, write_results
 
-EMBEDDED_DIRS = {"sst2": "data/sst2", "tweet_offensive": "data/tweet_offensive"}
 FIRST_STAGES = ("prepare", "validate", "teacher")
 
 
@@ -85,7 +84,11 @@ def main() -> None:
     if not repo.exists():
         rehearse = _load_script("rehearse_pr")
         rehearse.checkout(ROOT, args.rev, repo, env)  # the revision's .dvc/ comes with it: a DVC repo already
-        overrides = {"task.name": args.task, "task.data_dir": EMBEDDED_DIRS.get(args.task, f"data/{args.task}")}
+        from confkd.data.loaders import EMBEDDED_TASKS
+
+        spec = EMBEDDED_TASKS.get(args.task)
+        data_dir = str(Path("data") / Path(spec.train).parent) if spec else f"data/{args.task}"
+        overrides = {"task.name": args.task, "task.data_dir": data_dir}
         quick = rehearse.quick_overrides() if args.quick else []
         overrides.update(dict(parse_override(o) for o in [*quick, *args.set]))
         apply_params_overrides(repo, overrides)

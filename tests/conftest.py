@@ -48,6 +48,17 @@ def child_env(**extra: str) -> dict:
     return env
 
 
+def run_checked(cmd: list[str], cwd, check: bool = True, **extra_env: str):
+    """Run ``cmd`` in ``cwd`` with :func:`child_env`; with ``check``, a non-zero exit fails the test with the output."""
+    import subprocess
+
+    proc = subprocess.run(cmd, cwd=cwd, env=child_env(**extra_env), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return proc
+
+
 def make_frame(texts, labels, split="train") -> pd.DataFrame:
     return pd.DataFrame({"id": [f"{split}-{i:06d}" for i in range(len(texts))], "text": list(texts), "label": list(labels)})
 

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -10,7 +9,7 @@ import yaml
 
 from confkd.claims import Experiment, grid, paired, render, summarize, verdict
 
-from .conftest import REPO_ROOT, child_env, copy_repo_tiny
+from .conftest import REPO_ROOT, copy_repo_tiny, run_checked
 
 
 def test_summarize_by_hand():
@@ -84,11 +83,8 @@ def test_render_states_each_claim_from_the_files(tmp_path):
 
 
 def _run(args, cwd):
-    env = child_env(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@localhost", GIT_COMMITTER_NAME="t",
-                    GIT_COMMITTER_EMAIL="t@localhost")
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
+    return run_checked(args, cwd, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@localhost", GIT_COMMITTER_NAME="t",
+                       GIT_COMMITTER_EMAIL="t@localhost")
 
 
 @pytest.mark.integration

@@ -3,14 +3,13 @@ augment, every student kind, evaluation, tune, export, report) on a 3-class task
 by params alone; then a user's edit of a data file reruns prepare (DVC watches ``task.data_dir``)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .conftest import child_env as _env, copy_repo_tiny
+from .conftest import copy_repo_tiny, run_checked
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +38,7 @@ def _write_task(folder: Path, seed: int = 0) -> None:
 
 
 def _run(args, cwd, check=True):
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=_env(), capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
+    return run_checked([sys.executable, *args], cwd, check)
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,19 @@
 """``dvc repro`` of prepare -> validate -> teacher in a temporary copy of the repository (tiny config)."""
 
 import json
-import subprocess
 import sys
 import time
 
 import pytest
 import yaml
 
-from .conftest import child_env as _env, copy_repo_tiny
+from .conftest import copy_repo_tiny, run_checked
 
 pytestmark = pytest.mark.integration
 
 
 def _dvc(args, cwd, check=True):
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=_env(), capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_checked([sys.executable, "-m", "dvc", *args], cwd, check)
 
 
 @pytest.fixture(scope="module")

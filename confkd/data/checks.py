@@ -113,7 +113,7 @@ def check_task(params: Params, data_root: Path = Path("data"), balance: bool = T
     """Every problem of the task params against its files, errors first. An empty list: good to go.
 
     ``balance=False`` leaves out the class-share checks (the validate stage enforces those, with its report)."""
-    from confkd.data.loaders import _label_index, read_table
+    from confkd.data.loaders import _infer_labels, _label_index, read_table
 
     try:
         tf = task_files(params, data_root)
@@ -152,10 +152,7 @@ def check_task(params: Params, data_root: Path = Path("data"), balance: bool = T
     if "train" not in frames:
         return _sorted(out)
 
-    labels = tf.labels
-    if labels is None:
-        values = sorted({str(v).strip() for v in frames["train"][tf.label_column]})
-        labels = [str(i) for i in range(max(int(v) for v in values) + 1)] if all(v.isdigit() for v in values) else values
+    labels = tf.labels if tf.labels is not None else _infer_labels(frames["train"], tf.label_column, str(tf.files["train"]))
     if len(labels) < 2:
         out.append(Finding(ERROR, "task.labels", f"train has {len(labels)} distinct label(s); a classifier needs 2+"))
         return _sorted(out)
