@@ -263,6 +263,31 @@ def apply_params_overrides(repo_dir: str | os.PathLike, overrides: Mapping[str, 
     return changes
 
 
+def apply_hydra_overrides(repo_dir: str | os.PathLike, overrides: list[str]) -> None:
+    """Apply ``dvc exp run -S`` overrides (Hydra's grammar: ``key=value``, ``++key=value``, ``~key`` to remove)
+    to the repository's params.yaml with DVC's own implementation, validated by confkd's schema first: a bad
+    override fails naming the key and leaves params.yaml untouched."""
+    import shutil
+
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides
+
+    from confkd.config import load_params
+
+    path = find_repo_root(repo_dir) / PARAMS_FILE
+    if not path.exists():
+        raise ParamsError(f"{path}: params file not found")
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        trial = Path(tmp) / PARAMS_FILE
+        shutil.copyfile(path, trial)
+        try:
+            apply_overrides(str(trial), list(overrides))
+        except InvalidArgumentError as exc:
+            raise ParamsError(f"{path}: overrides {list(overrides)}: {exc.__cause__ or exc}") from exc
+        load_params(trial)
+        os.replace(trial, path)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` with the value read as YAML (``teacher.max_steps=10``, ``evaluate.splits=[test]``)."""
     import yaml

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -31,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def quick_overrides(script: Path = ROOT / "scripts" / "quick_profile.sh") -> list[str]:
     """The ``-S key=value`` overrides of the quick profile, read from its script (one source)."""
-    text = script.read_text(encoding="utf-8").replace("\\\n", " ")
-    return re.findall(r"-S\s+(\S+=\S+)", text)
+    words = shlex.split(script.read_text(encoding="utf-8"), comments=True)
+    return [value for flag, value in zip(words, words[1:]) if flag == "-S"]
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> None:
