@@ -34,7 +34,8 @@ def run_config(name: str, overrides: dict, scratch: Path, base: str | None = Non
     """Train one distillation configuration (``base`` from params.yaml, deep-merged with
     ``overrides``) into ``scratch``, reusing the repository's prepared data and teacher."""
     from confkd.config import _deep_merge, load_params
-    from confkd.distill.trainer import DistillPaths, distill
+    from confkd.distill.trainer import distill
+    from confkd.layout import DistillPaths, Layout
 
     params = load_params(ROOT / "params.yaml")
     raw = params.model_dump(by_alias=True)
@@ -43,10 +44,7 @@ def run_config(name: str, overrides: dict, scratch: Path, base: str | None = Non
     from confkd.config import parse_params
 
     params = parse_params(raw)
-    paths = DistillPaths(name, prepared_dir=ROOT / "data/prepared", teacher_dir=ROOT / "models/teacher",
-                         teacher_logits_dir=ROOT / "artifacts/teacher/logits",
-                         augmented_file=ROOT / "data/augmented/augmented.jsonl",
-                         augmented_logits=ROOT / "artifacts/augment/logits.npz", root=scratch)
+    paths = DistillPaths.of(name, Layout(ROOT), root=scratch)
     t0 = time.perf_counter()
     metrics = distill(params, name, paths)
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)

@@ -119,7 +119,8 @@ def main() -> None:
     command = "python benchmarks/bench_export.py" + "".join(f" {shlex.quote(a)}" for a in sys.argv[1:])
 
     from confkd.errors import ConfkdError
-    from confkd.export.stage import ExportPaths, export_models, retime_exports
+    from confkd.export.stage import export_models, retime_exports
+    from confkd.layout import ExportPaths
     from confkd.runtime import setup_logging
     from confkd.training.teacher import load_prepared
 

@@ -36,11 +36,12 @@ KEYS = ("dev_accuracy", "dev_nll", "dev_ece", "accuracy", "macro_f1", "nll", "ec
 
 def run_variant(overrides: dict, scratch: Path) -> dict:
     from confkd.config import load_params, parse_params
-    from confkd.training.teacher import TeacherPaths, train_teacher
+    from confkd.layout import DEFAULT, TeacherPaths
+    from confkd.training.teacher import train_teacher
 
     raw = load_params(ROOT / "params.yaml").model_dump(by_alias=True)
     raw["teacher"].update(overrides)
-    paths = TeacherPaths(prepared_dir=ROOT / "data/prepared", model_dir=scratch / "model",
+    paths = TeacherPaths(prepared_dir=ROOT / DEFAULT.prepared_dir, model_dir=scratch / "model",
                          logits_dir=scratch / "logits", metrics_path=scratch / "teacher.json",
                          history_path=scratch / "history.csv", checkpoint_dir=scratch / "checkpoints")
     t0 = time.perf_counter()

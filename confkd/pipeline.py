@@ -1,22 +1,20 @@
-"""Stage functions: what each DVC stage does, with its file locations in one place."""
+"""Stage functions: what each DVC stage does; its file locations come from :mod:`confkd.layout`."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from confkd.config import Params
+from confkd.layout import DEFAULT as LAYOUT
+from confkd.layout import REFERENCE, TEACHER, TeacherPaths
 
 log = logging.getLogger(__name__)
-
-PREPARED_DIR = Path("data/prepared")
-
 
 def run_prepare(params: Params) -> None:
     from confkd.data.prepare import prepare, write_prepared
 
     prepared = prepare(params)
-    write_prepared(prepared, PREPARED_DIR, Path("reports/prepare.json"), Path("metrics/prepare.json"))
+    write_prepared(prepared, LAYOUT.prepared_dir, LAYOUT.prepare_report, LAYOUT.prepare_metrics)
     log.info("prepared %s", prepared.report["output"])
 
 
@@ -24,11 +22,11 @@ def run_validate(params: Params) -> None:
     from confkd.data.validation import flat_metrics, raise_on_critical, render_markdown, validate_prepared
     from confkd.io import provenance, write_json, write_text
 
-    report = validate_prepared(PREPARED_DIR, params.validate_)
+    report = validate_prepared(LAYOUT.prepared_dir, params.validate_)
     # The report is written even when validation fails: it is the explanation of the failure.
-    write_json(Path("reports/validation.json"), report)
-    write_text(Path("reports/validation.md"), render_markdown(report))
-    write_json(Path("metrics/validation.json"), {**provenance(PREPARED_DIR), **flat_metrics(report)})
+    write_json(LAYOUT.validation_report, report)
+    write_text(LAYOUT.validation_markdown, render_markdown(report))
+    write_json(LAYOUT.validation_metrics, {**provenance(LAYOUT.prepared_dir), **flat_metrics(report)})
     raise_on_critical(report)
     log.info("validation passed: %d expectations, %d warnings", report["n_expectations"], report["warnings"])
 
@@ -42,17 +40,9 @@ def run_teacher(params: Params) -> None:
 def run_teacher_reference(params: Params) -> None:
     """A second teacher, same recipe, seed ``evaluate.kappa.reference_seed``: the yardstick of kappa policy
     ``reference`` (the teacher's own retraining noise)."""
-    from confkd.training.teacher import TeacherPaths, reference_params, train_teacher
+    from confkd.training.teacher import reference_params, train_teacher
 
-    name = "teacher_reference"
-    train_teacher(reference_params(params), TeacherPaths(
-        model_dir=Path("models") / name, logits_dir=Path("artifacts") / name / "logits",
-        metrics_path=Path("metrics") / f"{name}.json", history_path=Path("plots") / name / "history.csv",
-        checkpoint_dir=Path("checkpoints") / name))
-
-
-AUGMENTED_FILE = Path("data/augmented/augmented.jsonl")
-AUGMENTED_LOGITS = Path("artifacts/augment/logits.npz")
+    train_teacher(reference_params(params), TeacherPaths.of(LAYOUT, REFERENCE))
 
 
 def run_augment(params: Params) -> None:
@@ -68,7 +58,7 @@ def run_augment(params: Params) -> None:
     from confkd.training.teacher import label_with_teacher, load_prepared, save_logits
 
     a = params.augment
-    labels, frames = load_prepared(PREPARED_DIR)
+    labels, frames = load_prepared(LAYOUT.prepared_dir)
     transfer = frames["transfer"]
     source = transfer[transfer["origin"].isin(a.sources)]
     eval_texts = frames["dev"]["text"].tolist() + frames["test"]["text"].tolist()
@@ -83,14 +73,14 @@ def run_augment(params: Params) -> None:
     frame = pd.DataFrame({"id": [f"aug-{i:07d}" for i in range(len(texts))], "text": texts, "label": -1,
                           "origin": "augmented", "source_id": source["id"].to_numpy()[origin] if texts else []})
     t0 = time.perf_counter()
-    logits = label_with_teacher(params, texts, Path("models/teacher"), a.batch_size, shard_size=a.shard_size)
+    logits = label_with_teacher(params, texts, LAYOUT.model_dir(TEACHER), a.batch_size, shard_size=a.shard_size)
     if logits is None:  # a non-zero rank under torchrun: rank 0 writes the outputs
         return
     label_seconds = time.perf_counter() - t0
-    write_jsonl(AUGMENTED_FILE, frame)
-    save_logits(AUGMENTED_LOGITS, frame["id"].tolist(), logits)
-    write_json(Path("metrics/augment.json"), {
-        **provenance(PREPARED_DIR), "examples": len(texts), **stats, "generate_seconds": round(gen_seconds, 2),
+    write_jsonl(LAYOUT.augmented_file, frame)
+    save_logits(LAYOUT.augmented_logits, frame["id"].tolist(), logits)
+    write_json(LAYOUT.augment_metrics, {
+        **provenance(LAYOUT.prepared_dir), "examples": len(texts), **stats, "generate_seconds": round(gen_seconds, 2),
         "label_seconds": round(label_seconds, 2),
         "label_samples_per_second": round(len(texts) / label_seconds, 2) if texts else 0.0,
     })

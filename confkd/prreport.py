@@ -48,12 +48,13 @@ from confkd.evaluation.calibration import ece
 from confkd.compare import Change, mcnemar, paired_bootstrap, se_from_interval, se_of_proportion, \
     unpaired
 from confkd.evaluation.confidence import masked_dispersion
+from confkd.layout import DEFAULT, TEACHER
 
 log = logging.getLogger(__name__)
 
 MARKER = "<!-- confkd-pr-report -->"
-EVAL_DIR = "metrics/eval"
-SUMMARY = "metrics/summary.json"
+EVAL_DIR = DEFAULT.eval_metrics(TEACHER).parent.as_posix()
+SUMMARY = DEFAULT.summary_metrics.as_posix()
 PARAMS = "params.yaml"
 # (key, header, format); retention and size are derived, the rest are test-split keys of metrics/eval
 COLUMNS = [("accuracy", "test acc", "{:.4f}"), ("retention", "vs teacher", "{:.1%}"), ("agreement", "agreement", "{:.3f}"),
@@ -182,7 +183,7 @@ def side_from_rev(repo: Path, rev: str) -> Side:
         try:
             import dvc.api
 
-            return _read_csv(dvc.api.read(f"predictions/{model}/test.csv", repo=str(repo), rev=commit))
+            return _read_csv(dvc.api.read((DEFAULT.predictions_dir(model) / "test.csv").as_posix(), repo=str(repo), rev=commit))
         except Exception:  # noqa: BLE001 - not in the cache or not tracked at that revision: fall back
             return None
 

@@ -72,7 +72,8 @@ def outputs_task(raw_params: dict, root: str, storage: str, wall_seconds: float,
     import subprocess
 
     from confkd.config import parse_params
-    from confkd.tuning.study import TunePaths, write_study_outputs
+    from confkd.layout import Layout
+    from confkd.tuning.study import write_study_outputs
 
     if through_dvc:
         env = dict(os.environ, DVC_NO_ANALYTICS="1")
@@ -84,7 +85,7 @@ def outputs_task(raw_params: dict, root: str, storage: str, wall_seconds: float,
         return json.loads((Path(root) / "metrics" / "tune.json").read_text(encoding="utf-8"))
     get_run_logger().warning("outputs written directly (no DVC project at %s, or a storage other than "
                              "tune.storage): dvc.lock does not describe them", root)
-    return write_study_outputs(parse_params(raw_params, source="tune run"), TunePaths(Path(root)), storage,
+    return write_study_outputs(parse_params(raw_params, source="tune run"), Layout(Path(root)), storage,
                                wall_seconds=wall_seconds)
 
 

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dvc exp run --temp "$@" \
-  -S prepare.train_fraction=0.04 \
+  -S prepare.train_fraction=0.02 \
   -S prepare.transfer.unlabeled_size=500 \
   -S augment.size=500 \
   -S '~distill.configs.ft_only' -S '~distill.configs.kd_logits' -S '~distill.configs.kd_logits_2l_aug' \

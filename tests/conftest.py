@@ -105,11 +105,9 @@ def tiny_params(tiny_model_dir, configs: dict, defaults: dict | None = None, **s
 
 
 def distill_paths(root, name, out=None):
-    from confkd.distill.trainer import DistillPaths
+    from confkd.layout import DistillPaths, Layout
 
-    out = out or root
-    return DistillPaths(name, prepared_dir=root / "data/prepared", teacher_dir=root / "models/teacher",
-                        teacher_logits_dir=root / "artifacts/teacher/logits", root=out)
+    return DistillPaths.of(name, Layout(root), root=out)
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +115,8 @@ def trained_teacher(tmp_path_factory, tiny_model_dir):
     """Prepared toy data and a tiny fine-tuned teacher with cached logits, in a scratch root."""
     from confkd.data.loaders import TaskData
     from confkd.data.prepare import prepare, write_prepared
-    from confkd.training.teacher import TeacherPaths, reference_params, train_teacher
+    from confkd.layout import REFERENCE, Layout, TeacherPaths
+    from confkd.training.teacher import reference_params, train_teacher
 
     root = tmp_path_factory.mktemp("distill")
     texts = [f"{t} {i}" for i, t in enumerate((POSITIVE + NEGATIVE) * 4)]
@@ -126,16 +125,11 @@ def trained_teacher(tmp_path_factory, tiny_model_dir):
                     make_frame(["a great film", "a dull film", "i loved it", "i hated it"], [1, 0, 1, 0], "test"),
                     None, {"pool": ["what a lovely surprise", "tedious and flat", "a joy", "so boring"]})
     params = tiny_params(tiny_model_dir, {})
-    paths = TeacherPaths(prepared_dir=root / "data/prepared", model_dir=root / "models/teacher",
-                         logits_dir=root / "artifacts/teacher/logits", metrics_path=root / "metrics/teacher.json",
-                         history_path=root / "plots/teacher.csv", checkpoint_dir=root / "checkpoints/teacher")
+    paths = TeacherPaths.of(Layout(root))
     write_prepared(prepare(params, task), paths.prepared_dir, root / "r.json", root / "m.json")
     train_teacher(params, paths)
     # the reference teacher (kappa policy 'reference'): same recipe, another seed
-    train_teacher(reference_params(params), TeacherPaths(
-        prepared_dir=root / "data/prepared", model_dir=root / "models/teacher_reference",
-        logits_dir=root / "artifacts/teacher_reference/logits", metrics_path=root / "metrics/teacher_reference.json",
-        history_path=root / "plots/teacher_reference.csv", checkpoint_dir=root / "checkpoints/teacher_reference"))
+    train_teacher(reference_params(params), TeacherPaths.of(Layout(root), REFERENCE))
     return root
 
 

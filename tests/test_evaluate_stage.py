@@ -11,6 +11,7 @@ from confkd.evaluation.confidence import resolve_spec, sigma_from_logits
 from confkd.evaluation.stage import evaluate_model
 from confkd.training.teacher import load_logits
 from confkd.evaluation.summary import build_summary, write_summary
+from confkd.layout import Layout
 
 from .conftest import distill_paths, tiny_params
 
@@ -29,7 +30,7 @@ def evaluated(trained_teacher, tiny_model_dir):
 def test_evaluate_writes_metrics_predictions_and_plots(evaluated, monkeypatch):
     params, root = evaluated
     monkeypatch.chdir(root)
-    result = evaluate_model(params, "kd", out_root=root)
+    result = evaluate_model(params, "kd", Layout(root))
     saved = json.loads((root / "metrics/eval/kd.json").read_text())
     assert set(saved) == {"test", "dev", "train", "confidence", "kappa_policy", "flags", "task", "data_fingerprint"}
     assert saved["kappa_policy"] == "reference"
@@ -71,7 +72,7 @@ def test_teacher_against_itself_and_summary(evaluated, monkeypatch):
     params, root = evaluated
     monkeypatch.chdir(root)
     for model in ("teacher", "kd", "dan"):
-        evaluate_model(params, model, out_root=root)
+        evaluate_model(params, model, Layout(root))
     teacher = json.loads((root / "metrics/eval/teacher.json").read_text())["test"]
     assert teacher["agreement"] == 1.0 and teacher["sigma"] == 0.0 and teacher["phi_cnf"] == 1.0
     flat, md, _ = build_summary(params)
@@ -88,9 +89,9 @@ def test_missing_student_predictions_are_a_clear_error(evaluated, monkeypatch, t
     monkeypatch.chdir(root)
     more = tiny_params(tiny_model_dir, {"never_ran": {"method": "kd_logits"}})
     with pytest.raises(DataError, match="model 'never_ran' has no .* logits.*dvc repro distill@never_ran"):
-        evaluate_model(more, "never_ran", out_root=root)
+        evaluate_model(more, "never_ran", Layout(root))
     with pytest.raises(DataError, match="neither 'teacher'.* nor a configuration"):
-        evaluate_model(params, "nope", out_root=root)
+        evaluate_model(params, "nope", Layout(root))
     assert not (root / "metrics/eval/never_ran.json").exists()
 
 
@@ -101,7 +102,7 @@ def test_missing_reference_teacher_names_the_stage_to_run(evaluated, monkeypatch
     ref.rename(root / "artifacts/moved_reference")
     try:
         with pytest.raises(DataError, match=r"teacher_reference.*run `dvc repro teacher_reference`"):
-            evaluate_model(params, "kd", out_root=root)
+            evaluate_model(params, "kd", Layout(root))
     finally:
         (root / "artifacts/moved_reference").rename(ref)
     # the other policies do not need it
@@ -109,7 +110,7 @@ def test_missing_reference_teacher_names_the_stage_to_run(evaluated, monkeypatch
     fixed.evaluate.kappa = type(params.evaluate.kappa)(policy="fixed", value=0.05)
     ref.rename(root / "artifacts/moved_reference")
     try:
-        result = evaluate_model(fixed, "kd", out_root=root)
+        result = evaluate_model(fixed, "kd", Layout(root))
     finally:
         (root / "artifacts/moved_reference").rename(ref)
     assert result["test"]["kappa"] == 0.05 and result["dev"]["kappa"] == 0.05
@@ -118,7 +119,7 @@ def test_missing_reference_teacher_names_the_stage_to_run(evaluated, monkeypatch
 def test_reference_teacher_row_is_kappa(evaluated, monkeypatch):
     params, root = evaluated
     monkeypatch.chdir(root)
-    result = evaluate_model(params, "teacher_reference", out_root=root)
+    result = evaluate_model(params, "teacher_reference", Layout(root))
     for split in ("test", "dev", "train"):
         assert result[split]["sigma"] == pytest.approx(result[split]["kappa"])  # its own sigma is the yardstick
 
@@ -136,7 +137,7 @@ def test_corrupted_student_logits_are_rejected(evaluated, monkeypatch, tmp_path)
             np.savez(fh, ids=ids, logits=logits)
         before = (root / "metrics/eval/kd.json").read_text()
         with pytest.raises(DataError, match="(?i)nan|finite"):
-            evaluate_model(params, "kd", out_root=root)
+            evaluate_model(params, "kd", Layout(root))
         assert (root / "metrics/eval/kd.json").read_text() == before  # the earlier result is kept
     finally:
         path.write_bytes(original)
@@ -149,7 +150,7 @@ def test_extra_eval_set_runs_the_saved_models(evaluated, monkeypatch, tmp_path, 
     extra.write_text("text\tlabel\nwhat a great film\t1\nboring and dull\t0\nloved it\tpositive\n")
     more = tiny_params(tiny_model_dir, params.distill.configs,
                        evaluate={"n_resamples": 50, "extra_sets": {"reviews": {"path": str(extra)}}})
-    result = evaluate_model(more, "dan", out_root=root)
+    result = evaluate_model(more, "dan", Layout(root))
     assert result["reviews"]["n_examples"] == 3
     saved = json.loads((root / "metrics/eval/dan.json").read_text())
     assert set(saved) == {"test", "dev", "train", "reviews", "confidence", "kappa_policy", "flags", "task",

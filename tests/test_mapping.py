@@ -1,7 +1,9 @@
 import logging
+import re
 
 import pytest
 
+from confkd.config import LossTerm, MatchParams, parse_params
 from confkd.distill.mapping import Match, build_matches, layer_map, validate_matches
 from confkd.errors import ParamsError
 
@@ -66,9 +68,9 @@ def test_layer_map_errors(args, pattern):
 
 
 FEATURES = {
-    "attention": {"loss": "attention_mse", "weight": 1.0},
-    "hidden": {"loss": "hidden_mse", "weight": 0.5},
-    "embedding": {"loss": "embedding_mse", "weight": 2.0},
+    "attention": LossTerm(loss="attention_mse", weight=1.0),
+    "hidden": LossTerm(loss="hidden_mse", weight=0.5),
+    "embedding": LossTerm(loss="embedding_mse", weight=2.0),
 }
 
 
@@ -88,9 +90,9 @@ def test_build_matches_uniform_6_to_3():
 
 def test_build_matches_cls_defaults_and_extra():
     matches = build_matches(
-        "skip", 6, 3, {"cls": {"loss": "cls_cosine"}, "hidden": None},
-        extra=[{"teacher_layer": 3, "student_layer": 2, "feature": "attention", "loss": "attention_kl", "weight": 0.3},
-               {"teacher_layer": 0, "student_layer": 1, "feature": "hidden", "loss": "hidden_cosine", "projection": False}],
+        "skip", 6, 3, {"cls": LossTerm(loss="cls_cosine"), "hidden": LossTerm(loss="hidden_mse")},
+        extra=[MatchParams(teacher_layer=3, student_layer=2, feature="attention", loss="attention_kl", weight=0.3),
+               MatchParams(teacher_layer=0, student_layer=1, feature="hidden", loss="hidden_cosine", projection=False)],
     )
     assert [m for m in matches if m.feature == "cls"] == [
         Match(1, 1, "cls", "cls_cosine"), Match(3, 2, "cls", "cls_cosine"), Match(5, 3, "cls", "cls_cosine")]
@@ -102,16 +104,24 @@ def test_build_matches_cls_defaults_and_extra():
 
 
 def test_build_matches_custom_scheme_and_bad_inputs():
-    matches = build_matches("custom", 6, 2, {"attention": {}}, custom=[3, 6])
+    matches = build_matches("custom", 6, 2, {"attention": LossTerm(loss="attention_mse")}, custom=[3, 6])
     assert [(m.teacher_layer, m.student_layer) for m in matches] == [(3, 1), (6, 2)]
     with pytest.raises(ParamsError, match="unknown distillation features"):
-        build_matches("uniform", 6, 3, {"logits": {}})
-    with pytest.raises(ParamsError, match="unknown keys"):
-        build_matches("uniform", 6, 3, {"hidden": {"los": "hidden_mse"}})
-    with pytest.raises(ParamsError, match="missing keys"):
-        build_matches("uniform", 6, 3, {}, extra=[{"teacher_layer": 1, "student_layer": 1, "feature": "hidden"}])
+        build_matches("uniform", 6, 3, {"logits": LossTerm(loss="hidden_mse")})
     with pytest.raises(ParamsError, match="cannot be used for feature 'attention'"):
-        build_matches("uniform", 6, 3, {"attention": {"loss": "hidden_mse"}})
+        build_matches("uniform", 6, 3, {"attention": LossTerm(loss="hidden_mse")})
+
+
+@pytest.mark.parametrize("intermediate, needle", [
+    ({"hidden": {"los": "hidden_mse"}}, "intermediate.hidden.los"),            # a misspelt key
+    ({"matches": [{"teacher_layer": 1, "student_layer": 1, "feature": "hidden"}]}, "intermediate.matches.0.loss"),
+    ({"hidden": {"loss": "hidden_mse", "weight": -1}}, "intermediate.hidden.weight"),
+])
+def test_bad_loss_terms_are_caught_when_params_are_parsed(intermediate, needle):
+    """Loss terms are parsed once, by the schema: a malformed one fails there, naming the key."""
+    raw = {"distill": {"configs": {"x": {"method": "tinybert", "intermediate": intermediate}}}}
+    with pytest.raises(ParamsError, match=re.escape(needle)):
+        parse_params(raw)
 
 
 @pytest.mark.parametrize("match,pattern", [

@@ -35,9 +35,10 @@ WORKER = """
 import json, sys
 from pathlib import Path
 from confkd.config import load_params
-from confkd.tuning.study import TunePaths, run_trials
+from confkd.layout import Layout
+from confkd.tuning.study import run_trials
 spec = json.loads(sys.argv[1])
-done = run_trials(load_params(spec["params"]), TunePaths(Path(spec["root"])), n_trials=spec["n_trials"],
+done = run_trials(load_params(spec["params"]), Layout(Path(spec["root"])), n_trials=spec["n_trials"],
                   storage=spec["storage"], max_new=spec["max_new"], sampler_seed=spec["seed"])
 print("finished", done)
 """

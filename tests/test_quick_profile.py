@@ -34,7 +34,7 @@ def repo(tmp_path):
 
 def test_quick_overrides_are_read_from_the_script_quotes_and_removals_included():
     overrides = _quick_overrides()
-    assert "prepare.train_fraction=0.04" in overrides
+    assert "prepare.train_fraction=0.02" in overrides
     assert "~distill.configs.internal_sid" in overrides  # quoted in the script, unquoted here
     assert "export.models=[teacher,tinybert,sparse_dan]" in overrides
     assert not any(o.startswith("-") or "#" in o for o in overrides)
@@ -46,7 +46,7 @@ def test_quick_profile_keeps_one_student_per_kind_and_a_consistent_configuration
     assert sorted(params.distill.configs) == ["kd_logits_2l", "sparse_dan", "tinybert"]
     assert params.tune.base in params.distill.configs
     assert set(params.export.models) <= {"teacher", *params.distill.configs}
-    assert params.prepare.train_fraction == 0.04 and params.tune.n_trials == 2
+    assert params.prepare.train_fraction == 0.02 and params.tune.n_trials == 2
     assert params.export.latency.batch_sizes == [1, 32]
     assert not [f for f in check_configs(params) if f.severity == ERROR]
     # comments and the untouched keys survive DVC's round trip

@@ -276,7 +276,8 @@ def test_train_teacher_end_to_end(tiny_model_dir, tmp_path, toy_task):
     from transformers import AutoModelForSequenceClassification
 
     from confkd.data.prepare import prepare, write_prepared
-    from confkd.training.teacher import TeacherPaths, load_logits, train_teacher
+    from confkd.layout import TeacherPaths
+    from confkd.training.teacher import load_logits, train_teacher
 
     params = parse_params({"runtime": {"num_threads": 1}, "prepare": {"dev_fraction": 0.25},
                            "teacher": {"model": str(tiny_model_dir), "max_steps": 6, "batch_size": 8,

@@ -14,6 +14,7 @@ import yaml
 
 from confkd.config import SearchDim, parse_params
 from confkd.errors import ParamsError
+from confkd.layout import Layout
 from confkd.tuning.pruning import Reporter, make_pruner
 from confkd.tuning.space import nest, suggest
 
@@ -79,13 +80,13 @@ def test_bad_tune_params_fail_at_parse_time(tiny_model_dir, tune, message):
 
 
 def test_space_key_that_does_not_fit_the_configuration_fails_before_training(trained_teacher, tiny_model_dir, tmp_path):
-    from confkd.tuning.study import TunePaths, run_study
+    from confkd.tuning.study import run_study
 
     params = _params(tiny_model_dir, space={"temprature": {"type": "float", "low": 1, "high": 2}})
     with pytest.raises(ParamsError, match="tune.space.temprature"):
-        run_study(params, TunePaths(_workspace(tmp_path, trained_teacher)))
+        run_study(params, Layout(_workspace(tmp_path, trained_teacher)))
     with pytest.raises(ParamsError, match="already a distill configuration"):
-        run_study(_params(tiny_model_dir, name="kd"), TunePaths(tmp_path))
+        run_study(_params(tiny_model_dir, name="kd"), Layout(tmp_path))
     assert not (tmp_path / "metrics" / "tune.json").exists()
 
 
@@ -133,11 +134,11 @@ def test_reporter_names_a_missing_metric():
 
 def test_study_writes_outputs_and_the_tuned_configuration_trains(trained_teacher, tiny_model_dir, tmp_path, monkeypatch):
     from confkd.tuning.tuned import with_tuned_config
-    from confkd.tuning.study import TunePaths, run_study
+    from confkd.tuning.study import run_study
 
     root = _workspace(tmp_path, trained_teacher)
     params = _params(tiny_model_dir)
-    metrics = run_study(params, TunePaths(root))
+    metrics = run_study(params, Layout(root))
     assert metrics["trials_complete"] + metrics["trials_pruned"] == 3
     assert metrics["trials_complete"] >= 1 and metrics["pareto_size"] >= 1
     assert {"best.dev_accuracy", "best.dev_sigma", "steps_saved_by_pruning", "best.within_kappa"} <= set(metrics)
@@ -163,7 +164,7 @@ def test_study_writes_outputs_and_the_tuned_configuration_trains(trained_teacher
     assert with_tuned_config(params).distill.resolve("tuned").temperature == tuned["temperature"]
 
     # A second run of the finished study trains nothing more and keeps every trial.
-    again = run_study(params, TunePaths(root))
+    again = run_study(params, Layout(root))
     assert again["trials"] == metrics["trials"]
 
 
@@ -244,11 +245,11 @@ def test_study_identity_includes_task_data_and_sigma_definition(tmp_path):
     raw = {"distill": {"configs": {"kd": {"method": "kd_logits"}}}, "tune": {"base": "kd", "kappa": 0.1}}
     (tmp_path / "data/prepared").mkdir(parents=True)
     (tmp_path / "data/prepared/train.jsonl").write_text('{"id": "a", "text": "x", "label": 0}\n')
-    name = default_study_name(parse_params(raw), tmp_path)
-    assert name == default_study_name(parse_params(raw), tmp_path)
+    name = default_study_name(parse_params(raw), Layout(tmp_path))
+    assert name == default_study_name(parse_params(raw), Layout(tmp_path))
     (tmp_path / "data/prepared/train.jsonl").write_text('{"id": "a", "text": "y", "label": 0}\n')
-    changed_data = default_study_name(parse_params(raw), tmp_path)
+    changed_data = default_study_name(parse_params(raw), Layout(tmp_path))
     assert changed_data != name
-    other_task = default_study_name(parse_params({**raw, "task": {"name": "tweet_offensive"}}), tmp_path)
-    other_sigma = default_study_name(parse_params({**raw, "evaluate": {"confidence": {"subset": "all"}}}), tmp_path)
+    other_task = default_study_name(parse_params({**raw, "task": {"name": "tweet_offensive"}}), Layout(tmp_path))
+    other_sigma = default_study_name(parse_params({**raw, "evaluate": {"confidence": {"subset": "all"}}}), Layout(tmp_path))
     assert len({changed_data, other_task, other_sigma}) == 3

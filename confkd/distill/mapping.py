@@ -20,9 +20,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Optional, get_args
 
-from confkd.distill.losses import FEATURE_LOSSES, get_loss
+from confkd.config import LossTerm, MatchParams
+from confkd.distill.losses import get_loss
 from confkd.errors import ParamsError
 
 log = logging.getLogger(__name__)
@@ -30,13 +32,6 @@ log = logging.getLogger(__name__)
 SCHEMES: tuple[str, ...] = ("uniform", "first", "last", "skip", "custom")
 Feature = Literal["attention", "hidden", "embedding", "cls"]
 FEATURES: tuple[str, ...] = get_args(Feature)
-DEFAULT_LOSS: dict[str, str] = {
-    "attention": "attention_mse",
-    "hidden": "hidden_mse",
-    "embedding": "embedding_mse",
-    "cls": "cls_mse",
-}
-
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
@@ -114,90 +109,38 @@ class Match:
     projection: bool = True
 
 
-_FEATURE_KEYS = {"loss", "weight", "projection"}
-_EXTRA_REQUIRED = ("teacher_layer", "student_layer", "feature", "loss")
-_EXTRA_KEYS = set(_EXTRA_REQUIRED) | {"weight", "projection"}
-
-
-def _weight(where: str, value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ParamsError(f"{where}: weight must be a number, got {value!r}") from None
-
-
-def _feature_settings(feature: str, cfg: Optional[dict]) -> tuple[str, float, bool]:
-    if cfg is not None and not isinstance(cfg, dict):
-        raise ParamsError(f"feature '{feature}': expected a mapping like {{'loss': ..., 'weight': ...}}, got {cfg!r}")
-    cfg = dict(cfg or {})
-    unknown = set(cfg) - _FEATURE_KEYS
-    if unknown:
-        raise ParamsError(f"feature '{feature}': unknown keys {sorted(unknown)} (allowed: {sorted(_FEATURE_KEYS)})")
-    return (
-        cfg.get("loss", DEFAULT_LOSS[feature]),
-        _weight(f"feature '{feature}'", cfg.get("weight", 1.0)),
-        bool(cfg.get("projection", feature != "attention")) and feature != "attention",
-    )
-
-
-def _extra_match(i: int, item: Any) -> Match:
-    if isinstance(item, Match):
-        return item
-    if not isinstance(item, dict):
-        raise ParamsError(f"extra match #{i}: expected a mapping, got {type(item).__name__}")
-    missing = [k for k in _EXTRA_REQUIRED if k not in item]
-    unknown = set(item) - _EXTRA_KEYS
-    if missing or unknown:
-        raise ParamsError(
-            f"extra match #{i} {item}: "
-            + (f"missing keys {missing}" if missing else "")
-            + ("; " if missing and unknown else "")
-            + (f"unknown keys {sorted(unknown)}" if unknown else "")
-        )
-    feature = item["feature"]
-    return Match(
-        teacher_layer=item["teacher_layer"],
-        student_layer=item["student_layer"],
-        feature=feature,
-        loss=item["loss"],
-        weight=_weight(f"extra match #{i}", item.get("weight", 1.0)),
-        projection=bool(item.get("projection", feature != "attention")) and feature != "attention",
-    )
-
-
 def build_matches(
     scheme: str,
     n_teacher: int,
     n_student: int,
-    features: dict[str, Optional[dict]],
+    features: Mapping[str, LossTerm],
     custom: Optional[list[int]] = None,
-    extra: Optional[list[dict]] = None,
+    extra: Sequence[MatchParams | Match] = (),
 ) -> list[Match]:
-    """Expand a mapping scheme and per-feature settings into a validated list of ``Match``.
+    """Expand a mapping scheme and per-feature loss terms (the schema's objects, used as parsed) into a
+    validated list of ``Match``.
 
-    ``features`` maps a feature name to ``{"loss": ..., "weight": ..., "projection": ...}`` (all optional;
-    defaults: the feature's ``DEFAULT_LOSS``, weight 1.0, projection True). Order of the result:
-    the ``embedding`` match (teacher 0 ↔ student 0) first, then for each student layer m = 1..M and its
-    teacher layer ``layer_map(...)[m-1]``: ``attention``, ``hidden``, ``cls`` (those requested), then
-    ``extra`` (dicts with teacher_layer, student_layer, feature, loss[, weight, projection], or ``Match``).
-    Matches with weight 0 are kept (callers may skip them).
+    ``features`` maps a feature name to its :class:`~confkd.config.LossTerm` (loss name and weight); the
+    width projection is on for every feature but attention. Order of the result: the ``embedding`` match
+    (teacher 0 ↔ student 0) first, then for each student layer m = 1..M and its teacher layer
+    ``layer_map(...)[m-1]``: ``attention``, ``hidden``, ``cls`` (those requested), then ``extra`` (explicit
+    matches: :class:`~confkd.config.MatchParams` or ``Match``). Matches with weight 0 are kept (callers may
+    skip them).
     """
     unknown = set(features) - set(FEATURES)
     if unknown:
         raise ParamsError(f"unknown distillation features {sorted(unknown)} (available: {', '.join(FEATURES)})")
     teacher_of = layer_map(scheme, n_teacher, n_student, custom)
-    settings = {f: _feature_settings(f, features[f]) for f in FEATURES if f in features}
 
-    matches: list[Match] = []
-    if "embedding" in settings:
-        loss, weight, proj = settings["embedding"]
-        matches.append(Match(0, 0, "embedding", loss, weight, proj))
+    def match(t: int, s: int, feature: str) -> Match:
+        term = features[feature]
+        return Match(t, s, feature, term.loss, term.weight, feature != "attention")
+
+    matches: list[Match] = [match(0, 0, "embedding")] if "embedding" in features else []
     for m, t in enumerate(teacher_of, start=1):
-        for feature in ("attention", "hidden", "cls"):
-            if feature in settings:
-                loss, weight, proj = settings[feature]
-                matches.append(Match(t, m, feature, loss, weight, proj))
-    matches.extend(_extra_match(i, item) for i, item in enumerate(extra or []))
+        matches.extend(match(t, m, feature) for feature in ("attention", "hidden", "cls") if feature in features)
+    matches.extend(x if isinstance(x, Match) else Match(x.teacher_layer, x.student_layer, x.feature, x.loss, x.weight,
+                                                        x.projection and x.feature != "attention") for x in extra)
     validate_matches(matches, n_teacher, n_student)
     return matches
 

@@ -27,12 +27,11 @@ METHOD_FEATURES: dict[str, dict[str, LossTerm]] = {
 }
 
 
-def intermediate_features(cfg: DistillConfig) -> dict[str, dict]:
-    """Feature -> {loss, weight} from the config, or the method's defaults when none are set."""
+def intermediate_features(cfg: DistillConfig) -> dict[str, LossTerm]:
+    """Feature -> its loss term from the config, or the method's defaults when none are set."""
     inter: IntermediateParams = cfg.intermediate
     given = {f: getattr(inter, f) for f in ("attention", "hidden", "embedding", "cls") if getattr(inter, f) is not None}
-    chosen = given or METHOD_FEATURES.get(cfg.method, {})
-    return {f: term.model_dump() for f, term in chosen.items()}
+    return given or dict(METHOD_FEATURES.get(cfg.method, {}))
 
 
 def expand_phases(cfg: DistillConfig, n_student_layers: int) -> list[PhaseParams]:

@@ -29,6 +29,7 @@ from confkd.errors import DataError, ParamsError
 from confkd.evaluation.confidence import ConfidenceSpec, resolve_spec, teacher_student_scores
 from confkd.evaluation.metrics import classification_metrics
 from confkd.io import atomic_dir, fingerprint, provenance, read_jsonl, write_json, write_text
+from confkd.layout import DistillPaths
 from confkd.models.hf import load_saved_classifier
 from confkd.runtime import configure_threads, seed_everything, select_device, select_precision
 from confkd.training.batching import length_grouped_batches, pad_batch, sorted_batches, tokenize
@@ -36,37 +37,6 @@ from confkd.training.loop import FitResult, LoopConfig, fit
 from confkd.training.teacher import load_logits, load_prepared, save_logits
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DistillPaths:
-    name: str
-    prepared_dir: Path = Path("data/prepared")
-    augmented_file: Path = Path("data/augmented/augmented.jsonl")
-    augmented_logits: Path = Path("artifacts/augment/logits.npz")
-    teacher_dir: Path = Path("models/teacher")
-    teacher_logits_dir: Path = Path("artifacts/teacher/logits")
-    root: Path = Path(".")
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "models" / "distill" / self.name
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.root / "artifacts" / "distill" / self.name
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.root / "metrics" / "distill" / f"{self.name}.json"
-
-    @property
-    def history_path(self) -> Path:
-        return self.root / "plots" / "distill" / self.name / "history.csv"
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.root / "checkpoints" / "distill" / self.name
 
 
 @dataclass
@@ -234,7 +204,7 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
         if any(p.intermediate_weight > 0 for p in phases):
             inter = cfg.intermediate
             matches = build_matches(inter.scheme, n_t, n_s, intermediate_features(cfg), custom=inter.custom,
-                                    extra=[m.model_dump() for m in inter.matches])
+                                    extra=inter.matches)
         if any(m.feature == "attention" for m in matches):
             teacher.set_attn_implementation("eager")  # sdpa kernels do not return attention maps
             student.set_attn_implementation("eager")
@@ -309,7 +279,8 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
     write_json(paths.metrics_path, {**provenance(paths.prepared_dir), **metrics})
     history = pd.DataFrame([{**h, "phase": r.name} for r in records for h in r.result.history])
     write_text(paths.history_path, history.to_csv(index=False))
-    shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
+    if not cfg.keep_checkpoints:
+        shutil.rmtree(paths.checkpoint_dir, ignore_errors=True)
     log.info("%s: test accuracy %.4f (%.1f%% of the teacher), agreement %.4f, sigma %.4f", name, metrics["accuracy"],
              100 * metrics["retention"], metrics["agreement"], metrics["sigma"])
     return metrics
@@ -352,12 +323,11 @@ def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, 
         return dev_scores(dev.teacher_logits.numpy(), logits, dev.labels.numpy(), spec, empty_subset="inf")
 
     optimizers, clip = adapter.optimizers(model, phase.learning_rate or cfg.learning_rate)
-    loop_cfg = LoopConfig(
-        epochs=phase.epochs, max_steps=phase.max_steps, learning_rate=phase.learning_rate or cfg.learning_rate,
-        weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio, max_grad_norm=cfg.max_grad_norm,
-        eval_every_steps=cfg.eval_every_steps,
+    loop_cfg = LoopConfig.from_settings(
+        cfg, epochs=phase.epochs, max_steps=phase.max_steps, learning_rate=phase.learning_rate or cfg.learning_rate,
         early_stopping_patience=cfg.early_stopping_patience if phase.select else 10**9,
-        selection_metric=selection, checkpoint_every_steps=cfg.checkpoint_every_steps, restore_best=phase.select,
+        selection_metric=selection, restore_best=phase.select,
+        num_layers=num_layers(model.student) if cfg.student.kind == "transformer" else None,
     )
     log.info("phase %d/%s on %s (%d examples): soft %.2f, hard %.2f, intermediate %.2f x %d matches", i, phase.name,
              phase.data, len(train), phase.prediction_weight, phase.hard_weight, phase.intermediate_weight,

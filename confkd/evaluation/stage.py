@@ -25,31 +25,27 @@ from confkd.evaluation.report import evaluate_split, trust_flags
 from confkd.evaluation.selective import risk_coverage_curve
 from confkd.evaluation.temperature import fit_temperature
 from confkd.io import atomic_dir, provenance, read_jsonl, write_json, write_text
+from confkd.layout import DEFAULT, REFERENCE, TEACHER, TEACHERS, Layout, train_stage
 
 log = logging.getLogger(__name__)
 
-TEACHER = "teacher"
-REFERENCE = "teacher_reference"
 TRAIN = "train"
 
 
-def _logits_dir(model: str) -> Path:
-    if model in (TEACHER, REFERENCE):
-        return Path("artifacts") / model / "logits"
-    return Path("artifacts/distill") / model
+def _tuned_name(params: Params) -> str | None:
+    """The tune stage's configuration name, when the model of that name comes from the tune stage."""
+    return params.tune.name if params.tune.name not in params.distill.configs else None
 
 
-def _stage_of(model: str) -> str:
-    return model if model in (TEACHER, REFERENCE) else f"distill@{model}"
-
-
-def _load(model: str, split: str, ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+def _load(layout: Layout, params: Params, model: str, split: str,
+          ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
     """``(ids, logits)`` of ``model`` on ``split``; the teachers' train logits cover the whole train split and
     are cut to ``ids`` (the students' train sample)."""
-    path = _logits_dir(model) / f"{split}.npz"
+    path = layout.logits_dir(model) / f"{split}.npz"
+    stage = train_stage(model, _tuned_name(params))
     if not path.exists():
         raise DataError(f"evaluate: {path} not found: model '{model}' has no {split} logits "
-                        f"(run `dvc repro {_stage_of(model)}`)")
+                        f"(run `dvc repro {stage}`)")
     with np.load(path) as data:
         have, logits = [str(i) for i in data["ids"]], data["logits"]
     if ids is None:
@@ -58,7 +54,7 @@ def _load(model: str, split: str, ids: list[str] | None = None) -> tuple[list[st
     missing = [i for i in ids if i not in pos]
     if missing:
         raise DataError(f"evaluate: {path} lacks {len(missing)} example(s) of the {split} sample (first: {missing[0]}); "
-                        f"re-run `dvc repro {_stage_of(model)}`")
+                        f"re-run `dvc repro {stage}`")
     return list(ids), logits[[pos[i] for i in ids]]
 
 
@@ -66,18 +62,18 @@ def _finite(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def _kappa(params: Params, model: str, split: str, spec: ConfidenceSpec, teacher: np.ndarray, labels: np.ndarray,
-           ids: list[str]) -> float:
+def _kappa(layout: Layout, params: Params, model: str, split: str, spec: ConfidenceSpec, teacher: np.ndarray,
+           labels: np.ndarray, ids: list[str]) -> float:
     """kappa on ``split`` under ``evaluate.kappa`` (see :mod:`confkd.evaluation.kappa`)."""
     kp = params.evaluate.kappa
     reference = beta_sum = n = None
     if kp.policy == "reference":
-        reference = _load(REFERENCE, split, ids)[1]
+        reference = _load(layout, params, REFERENCE, split, ids)[1]
     elif kp.policy == "bound" and (kp.bound.beta is None or kp.bound.n is None):
-        if model in (TEACHER, REFERENCE):
+        if model in TEACHERS:
             raise DataError(f"evaluate: kappa policy 'bound' with beta/n null uses a student's training KL; "
                             f"'{model}' has none (set evaluate.kappa.bound.beta and n)")
-        m = json.loads((Path("metrics/distill") / f"{model}.json").read_text())
+        m = json.loads(layout.train_metrics(model).read_text())
         n = int(m["train_sample_size"])
         beta_sum = float(m["train_kl_to_teacher"]) * n
     return resolve_kappa(kp.policy, spec, teacher_logits=teacher, reference_logits=reference, labels=labels,
@@ -98,30 +94,30 @@ def _warn_flags(model: str, result: dict) -> None:
                         "predict test (distribution shift)", model, result["dev"]["accuracy"], result["test"]["accuracy"])
 
 
-def evaluate_model(params: Params, model: str, out_root: Path = Path(".")) -> dict:
-    if model not in (TEACHER, REFERENCE) and model not in params.distill.configs:
+def evaluate_model(params: Params, model: str, layout: Layout = DEFAULT) -> dict:
+    if model not in TEACHERS and model not in params.distill.configs:
         raise DataError(f"evaluate: '{model}' is neither 'teacher', '{REFERENCE}' nor a configuration in distill.configs")
     ep = params.evaluate
-    label_names = json.loads(Path("data/prepared/labels.json").read_text())["labels"]
+    label_names = json.loads(layout.labels_file.read_text())["labels"]
     spec = resolve_spec(ep.confidence, label_names)
-    frames = {s: read_jsonl(Path("data/prepared") / f"{s}.jsonl") for s in {"dev", TRAIN, *ep.splits}}
-    if model in (TEACHER, REFERENCE):
+    frames = {s: read_jsonl(layout.split_file(s)) for s in {"dev", TRAIN, *ep.splits}}
+    if model in TEACHERS:
         train_ids = frames[TRAIN]["id"].to_numpy()[sample_index(len(frames[TRAIN]), ep.train_sample, params.seed)]
         train_ids = [str(i) for i in train_ids]
     else:
-        train_ids = _load(model, TRAIN)[0]
+        train_ids = _load(layout, params, model, TRAIN)[0]
     labels_by_id = dict(zip(frames[TRAIN]["id"].astype(str), frames[TRAIN]["label"]))
     ids = {s: frames[s]["id"].astype(str).tolist() for s in ("dev", *ep.splits)}
     ids[TRAIN] = train_ids
     labels = {s: frames[s]["label"].to_numpy() for s in ("dev", *ep.splits)}
     labels[TRAIN] = np.array([labels_by_id[i] for i in train_ids])
-    teacher = {s: _load(TEACHER, s, ids[s])[1] for s in ids}
-    student = teacher if model == TEACHER else {s: _load(model, s, ids[s])[1] for s in ids}
+    teacher = {s: _load(layout, params, TEACHER, s, ids[s])[1] for s in ids}
+    student = teacher if model == TEACHER else {s: _load(layout, params, model, s, ids[s])[1] for s in ids}
     temperature = fit_temperature(student["dev"], labels["dev"]) if ep.temperature_scaling else None
     result: dict = {}
-    with atomic_dir(out_root / "predictions" / model) as pred_dir:
+    with atomic_dir(layout.predictions_dir(model)) as pred_dir:
         for split in (*ep.splits, TRAIN):
-            kappa = _kappa(params, model, split, spec, teacher[split], labels[split], ids[split])
+            kappa = _kappa(layout, params, model, split, spec, teacher[split], labels[split], ids[split])
             m = evaluate_split(teacher[split], student[split], labels[split], kappa=kappa, spec=spec, n_bins=ep.n_bins,
                                n_resamples=ep.n_resamples, seed=params.seed, temperature_dev=temperature)
             if model != TEACHER and implied_by_maths(m["kappa"], m["pinsker_bound"]):
@@ -132,24 +128,24 @@ def evaluate_model(params: Params, model: str, out_root: Path = Path(".")) -> di
                 continue
             frame = frames[split]
             _write_predictions(pred_dir / f"{split}.csv", frame, teacher[split], student[split], spec)
-            _write_plot_data(out_root / "plots" / "eval" / model, split, teacher[split], student[split], labels[split],
+            _write_plot_data(layout.eval_plots_dir(model), split, teacher[split], student[split], labels[split],
                              ep.n_bins, spec)
         for name, extra in ep.extra_sets.items():
-            result[name] = _evaluate_extra(params, model, name, extra, spec, temperature, pred_dir)
+            result[name] = _evaluate_extra(layout, params, model, name, extra, spec, temperature, pred_dir)
     result["confidence"] = {"measure": spec.measure, "subset": spec.subset, "statistic": spec.statistic,
                             "class_index": spec.class_index}
     result["kappa_policy"] = ep.kappa.policy
     result["flags"] = trust_flags(result, ep.baseline_margin)
     _warn_flags(model, result)
-    write_json(out_root / "metrics" / "eval" / f"{model}.json", {**provenance(Path("data/prepared")), **result})
-    _write_figures(out_root / "reports" / "figures" / model, model, out_root / "plots" / "eval" / model, ep.splits[0])
+    write_json(layout.eval_metrics(model), {**provenance(layout.prepared_dir), **result})
+    _write_figures(layout.figures_dir(model), model, layout.eval_plots_dir(model), ep.splits[0])
     t = result[ep.splits[0]]
     log.info("%s on %s: accuracy %.4f, ECE %.4f, sigma %.4f vs kappa %.4f (%s) -> phi_cnf %s", model, ep.splits[0],
              t["accuracy"], t["ece"], t["sigma"], t["kappa"], ep.kappa.policy, "holds" if t["phi_cnf"] else "fails")
     return result
 
 
-def _evaluate_extra(params: Params, model: str, name: str, extra, spec: ConfidenceSpec, temperature,
+def _evaluate_extra(layout: Layout, params: Params, model: str, name: str, extra, spec: ConfidenceSpec, temperature,
                     pred_dir: Path) -> dict:
     """Run the saved teacher and student on an extra labelled file and score the student on it."""
     from confkd.data.loaders import read_table, to_examples
@@ -157,20 +153,19 @@ def _evaluate_extra(params: Params, model: str, name: str, extra, spec: Confiden
 
     if name in ("test", "dev", "train", "transfer"):
         raise DataError(f"evaluate.extra_sets: '{name}' is a reserved split name")
-    labels = json.loads(Path("data/prepared/labels.json").read_text())["labels"]
+    labels = json.loads(layout.labels_file.read_text())["labels"]
     frame, _ = to_examples(read_table(extra.path), text_column=extra.text_column, label_column=extra.label_column,
                            labels=labels, split=name, origin=extra.path)
     texts = frame["text"].tolist()
     max_length = params.teacher.max_length
     y = frame["label"].to_numpy()
-    predict = {m: load_predictor(Path("models") / m if m in (TEACHER, REFERENCE) else Path("models/distill") / m,
-                                 max_length=max_length).predict_logits for m in {TEACHER, model}}
+    predict = {m: load_predictor(layout.model_dir(m), max_length=max_length).predict_logits for m in {TEACHER, model}}
     t_logits = predict[TEACHER](texts)
     s_logits = t_logits if model == TEACHER else predict[model](texts)
     ep = params.evaluate
     reference = None
     if ep.kappa.policy == "reference":
-        reference = load_predictor(Path("models") / REFERENCE, max_length=max_length).predict_logits(texts)
+        reference = load_predictor(layout.model_dir(REFERENCE), max_length=max_length).predict_logits(texts)
     if ep.kappa.policy == "bound":
         raise DataError(f"evaluate.extra_sets.{name}: kappa policy 'bound' is defined on the training data only; "
                         "use 'reference' or 'fixed' with extra sets")

@@ -11,6 +11,7 @@ from confkd.errors import DataError, ParamsError
 from confkd.evaluation.confidence import resolve_spec
 from confkd.export.report import BACKEND_NAMES
 from confkd.io import provenance, write_json, write_text
+from confkd.layout import DEFAULT, REFERENCE, TEACHER, TEACHERS, Layout, evaluate_stage
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,14 @@ def _human(n) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
-def build_summary(params: Params, split: str = "test", only: list[str] | None = None) -> tuple[dict, str, dict[str, dict]]:
+def build_summary(params: Params, split: str = "test", only: list[str] | None = None,
+                  layout: Layout = DEFAULT) -> tuple[dict, str, dict[str, dict]]:
     """The comparison table of the teacher and every configuration (``only``: just these configurations; the
     others are listed as left out)."""
-    models = ["teacher", *params.distill.configs]
-    if (Path("metrics/eval") / "teacher_reference.json").exists():  # kappa's yardstick, once evaluated
-        models.insert(1, "teacher_reference")
-    if (Path("metrics/eval") / f"{params.tune.name}.json").exists():  # the tuned configuration, once evaluated
+    models = [TEACHER, *params.distill.configs]
+    if layout.eval_metrics(REFERENCE).exists():  # kappa's yardstick, once evaluated
+        models.insert(1, REFERENCE)
+    if layout.eval_metrics(params.tune.name).exists():  # the tuned configuration, once evaluated
         models.append(params.tune.name)
     left_out: dict[str, str] = {}  # model -> why it is not in the table
     if only is not None:
@@ -59,41 +61,38 @@ def build_summary(params: Params, split: str = "test", only: list[str] | None = 
         if unknown:
             raise ParamsError(f"report --only: unknown configuration(s) {unknown} (known: {models[1:]})")
         left_out = {m: "outside this run's configurations" for m in models
-                    if m not in only and m not in ("teacher", "teacher_reference")}
+                    if m not in only and m not in TEACHERS}
         models = [m for m in models if m not in left_out]
     rows: dict[str, dict] = {}
     teacher_acc = None
-    current = provenance(PREPARED)
+    current = provenance(layout.prepared_dir)
     flags: dict[str, dict] = {}
     for model in models:
-        eval_path = Path("metrics/eval") / f"{model}.json"
+        eval_path = layout.eval_metrics(model)
         if not eval_path.exists():
-            if model == "teacher":
-                raise DataError(f"{eval_path}: not found (run `dvc repro evaluate_teacher`)")
+            if model == TEACHER:
+                raise DataError(f"{eval_path}: not found (run `dvc repro {evaluate_stage(TEACHER)}`)")
             left_out[model] = "not run on this task yet"
             continue
         evaluation = json.loads(eval_path.read_text())
         mismatch = stale_reason(evaluation, current)
         if mismatch is not None:
-            if model == "teacher":
+            if model == TEACHER:
                 raise DataError(f"{eval_path}: {mismatch}; rerun the pipeline (`dvc repro`) before reporting")
             left_out[model] = mismatch
             continue
         ev = evaluation[split]
         flags[model] = evaluation.get("flags") or {}
-        if model in ("teacher", "teacher_reference"):
-            info = json.loads((Path("metrics") / f"{model}.json").read_text())
-            model_dir = Path("models") / model
-            teacher_acc = ev["accuracy"] if model == "teacher" else teacher_acc
-        else:
-            info = json.loads((Path("metrics/distill") / f"{model}.json").read_text())
-            model_dir = Path("models/distill") / model
+        info = json.loads(layout.train_metrics(model).read_text())
+        model_dir = layout.model_dir(model)
+        if model == TEACHER:
+            teacher_acc = ev["accuracy"]
         rows[model] = {
             **{k: ev.get(k) for k in ("accuracy", "macro_f1", "agreement", "ece", "ts_ece", "sigma", "kappa",
                                       "pinsker_bound", "accuracy_ci_low", "accuracy_ci_high", "sigma_ci_low",
                                       "sigma_ci_high", "aurc")},
             "phi_cnf": bool(ev.get("phi_cnf")),
-            "phi_cnf_implied": bool(model != "teacher" and ev.get("kappa") is not None
+            "phi_cnf_implied": bool(model != TEACHER and ev.get("kappa") is not None
                                     and ev.get("pinsker_bound") is not None and ev["kappa"] >= ev["pinsker_bound"]),
             "train_sigma": (evaluation.get("train") or {}).get("sigma"),
             "retention": ev["accuracy"] / teacher_acc if teacher_acc else None,
@@ -101,9 +100,9 @@ def build_summary(params: Params, split: str = "test", only: list[str] | None = 
             "active_parameters": info.get("active_parameters_per_example", info.get("parameters")),
             "size_mb": _dir_size_mb(model_dir),
         }
-    _add_latency(rows, Path("metrics/export.json"))
-    teacher_ev = json.loads((Path("metrics/eval") / "teacher.json").read_text())
-    labels_meta = json.loads((PREPARED / "labels.json").read_text()) if (PREPARED / "labels.json").exists() else {}
+    _add_latency(rows, layout.export_metrics)
+    teacher_ev = json.loads(layout.eval_metrics(TEACHER).read_text())
+    labels_meta = json.loads(layout.labels_file.read_text()) if layout.labels_file.exists() else {}
     lines = [f"# Teacher vs students ({split} split)", "",
              *warnings(current, teacher_ev, split, flags, left_out, labels_meta.get("train_label_counts"),
                        params.validate_.class_balance.warn_below),
@@ -125,8 +124,7 @@ def build_summary(params: Params, split: str = "test", only: list[str] | None = 
             else:
                 cells.append(fmt.format(v))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    labels_file = Path("data/prepared/labels.json")
-    labels = json.loads(labels_file.read_text())["labels"] if labels_file.exists() else None
+    labels = labels_meta.get("labels")
     spec = resolve_spec(params.evaluate.confidence, labels)
     kappa_text = {"reference": "sigma of a second teacher (same recipe, another seed) against the teacher on the same "
                                "split: the teacher's own retraining noise",
@@ -144,7 +142,6 @@ def build_summary(params: Params, split: str = "test", only: list[str] | None = 
     return flat, "\n".join(lines) + "\n", rows
 
 
-PREPARED = Path("data/prepared")
 COMPACT = (("accuracy", 4), ("retention", 3), ("sigma", 4), ("kappa", 4), ("phi_cnf", None),
            ("speedup_vs_best_teacher_b32", 1))
 
@@ -196,7 +193,7 @@ def warnings(current: dict, teacher_eval: dict, split: str, flags: dict[str, dic
     if ev.get("majority_accuracy") is not None:
         out.append(f"Majority-class baseline on {split}: {ev['majority_accuracy']:.4f} (always answering the most "
                    f"frequent class); teacher: {ev['accuracy']:.4f}.")
-    teacher_flags = flags.get("teacher", {})
+    teacher_flags = flags.get(TEACHER, {})
     if teacher_flags.get(f"near_baseline_{split}"):
         out.append(f"> **Warning: the teacher is within reach of the majority-class baseline on {split}.** Retention "
                    "and phi_cnf compare students with a teacher that has learnt little: they mean little.")
@@ -205,7 +202,7 @@ def warnings(current: dict, teacher_eval: dict, split: str, flags: dict[str, dic
         out.append(f"> **Warning: dev and test disagree** (teacher accuracy {dev.get('accuracy', float('nan')):.4f} on "
                    f"dev, {ev.get('accuracy', float('nan')):.4f} on test; disjoint 95% intervals): model selection on "
                    "dev does not predict test here (a distribution shift between the splits).")
-    near = [m for m, f in flags.items() if m != "teacher" and f.get(f"near_baseline_{split}")]
+    near = [m for m, f in flags.items() if m != TEACHER and f.get(f"near_baseline_{split}")]
     if near:
         out.append(f"Near the majority-class baseline on {split}: {', '.join(near)}.")
     if left_out:
@@ -281,14 +278,14 @@ def plot_accuracy_latency(points: list[dict], path: Path) -> Path:
     return path
 
 
-def write_summary(params: Params, only: list[str] | None = None) -> None:
-    flat, md, rows = build_summary(params, only=only)
-    latency_file = Path("plots/export/latency.json")
+def write_summary(params: Params, only: list[str] | None = None, layout: Layout = DEFAULT) -> None:
+    flat, md, rows = build_summary(params, only=only, layout=layout)
+    latency_file = layout.latency_plot
     latency = json.loads(latency_file.read_text()) if latency_file.exists() else []
     points = accuracy_latency_rows(rows, latency)
-    write_json(Path("plots/report/accuracy_latency.json"), points)
-    plot_accuracy_latency(points, Path("reports/figures/accuracy_latency.png"))
+    write_json(layout.accuracy_latency_plot, points)
+    plot_accuracy_latency(points, layout.accuracy_latency_figure)
     md += "\n![accuracy vs latency](figures/accuracy_latency.png)\n"
-    write_json(Path("metrics/summary.json"), flat)
-    write_text(Path("reports/summary.md"), md)
-    log.info("wrote reports/summary.md")
+    write_json(layout.summary_metrics, flat)
+    write_text(layout.summary_markdown, md)
+    log.info("wrote %s", layout.summary_markdown)

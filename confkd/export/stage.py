@@ -42,53 +42,14 @@ from confkd.export.report import render_report
 from confkd.export.memory import load_runtime, peak_rss_mb
 from confkd.export.smoothing import DEFAULT_ALPHA as SMOOTHING_ALPHA
 from confkd.io import atomic_dir, provenance, write_json, write_text
+from confkd.layout import TEACHER, ExportPaths, train_stage
 from confkd.runtime import progress
 
 log = logging.getLogger(__name__)
 
-TEACHER = "teacher"
 MB = 1024 * 1024
 CALIBRATION_SPLIT = "train"  # activation statistics for int8 smoothing: never the evaluation split
 CALIBRATION_TEXTS = 256
-
-
-@dataclass(frozen=True)
-class ExportPaths:
-    """Where the stage reads (under ``root``) and writes (under ``out_root``, default ``root``).
-
-    A separate ``out_root`` lets a benchmark export the real models without touching the
-    pipeline's own outputs.
-    """
-
-    root: Path = Path(".")
-    out_root: Path | None = None
-
-    @property
-    def prepared_dir(self) -> Path:
-        return self.root / "data/prepared"
-
-    @property
-    def _out(self) -> Path:
-        return self.root if self.out_root is None else self.out_root
-
-    @property
-    def export_dir(self) -> Path:
-        return self._out / "models/export"
-
-    @property
-    def metrics_file(self) -> Path:
-        return self._out / "metrics/export.json"
-
-    @property
-    def report_file(self) -> Path:
-        return self._out / "reports/export.md"
-
-    @property
-    def latency_plot_file(self) -> Path:
-        return self._out / "plots/export/latency.json"
-
-    def source(self, name: str) -> Path:
-        return self.root / ("models/teacher" if name == TEACHER else f"models/distill/{name}")
 
 
 @dataclass
@@ -110,17 +71,13 @@ class ModelResult:
 
 def producing_stage(name: str, params: Params) -> str:
     """The DVC stage that writes a model's source folder, for error messages."""
-    if name == TEACHER:
-        return "teacher"
-    if name == params.tune.name and name not in params.distill.configs:
-        return "distill_tuned"
-    return f"distill@{name}"
+    return train_stage(name, params.tune.name if params.tune.name not in params.distill.configs else None)
 
 
 def check_sources(params: Params, paths: ExportPaths) -> None:
     """Fail before any work when a model to export has not been trained."""
     for name in params.export.models:
-        source = paths.source(name)
+        source = paths.inputs.model_dir(name)
         if not (source / "config.json").is_file():
             stage = producing_stage(name, params)
             raise ModelNotFound(f"export.models: '{name}' has no saved model at '{source}' "
@@ -225,11 +182,11 @@ def export_one(name: str, params: Params, paths: ExportPaths, texts: list[str], 
     """Export, check and (when it passes) commit one model; returns its result and the PyTorch predictor."""
     ep = params.export
     result = ModelResult(name)
-    source = paths.source(name)
+    source = paths.inputs.model_dir(name)
     t0 = time.perf_counter()
     result.kind, predictor = load_source(source, ep.max_length)
     reference = predictor.predict_logits(texts)
-    out = paths.export_dir / name
+    out = paths.outputs.export_dir / name
     try:
         with atomic_dir(out) as tmp:
             write_export(name, source, result.kind, predictor, tmp, ep, calibration_texts)
@@ -296,13 +253,13 @@ def retime_exports(params: Params, paths: ExportPaths | None = None) -> lat.Spee
     paths = paths or ExportPaths()
     check_sources(params, paths)
     lat.set_torch_threads(params.export.latency.num_threads)
-    _, frames = load_prepared(paths.prepared_dir)
+    _, frames = load_prepared(paths.inputs.prepared_dir)
     texts = frames[params.export.parity_split]["text"].tolist()
     names = list(params.export.models) + ([] if TEACHER in params.export.models else [TEACHER])
     backends = {}
     for name in names:
-        kind, predictor = load_source(paths.source(name), params.export.max_length)
-        folder = paths.export_dir / name
+        kind, predictor = load_source(paths.inputs.model_dir(name), params.export.max_length)
+        folder = paths.outputs.export_dir / name
         exported = name in params.export.models and is_export_dir(folder)
         backends.update(backends_of(name, kind, predictor, folder if exported else None, params))
     return time_backends(backends, texts, params)
@@ -310,7 +267,7 @@ def retime_exports(params: Params, paths: ExportPaths | None = None) -> lat.Spee
 
 def teacher_reference(params: Params, paths: ExportPaths) -> tuple[ModelResult, Any] | None:
     """The PyTorch teacher, the speed-up baseline, when the teacher itself is not exported."""
-    source = paths.source(TEACHER)
+    source = paths.inputs.model_dir(TEACHER)
     if not (source / "config.json").is_file():
         log.warning("no teacher at %s: speed-ups vs the teacher are left out", source)
         return None
@@ -327,7 +284,7 @@ def measure_memory(results: list[ModelResult], run: lat.SpeedRun, paths: ExportP
         if fastest is None or fastest == "torch":
             continue
         r.peak_rss_runtime = fastest
-        r.peak_rss_mb = peak_rss_mb(paths.export_dir / r.name, fastest, texts, params.export.latency.num_threads)
+        r.peak_rss_mb = peak_rss_mb(paths.outputs.export_dir / r.name, fastest, texts, params.export.latency.num_threads)
         log.info("%s: peak resident memory %.0f MiB (%s, batch %d)", r.name, r.peak_rss_mb, fastest, batch_size)
 
 
@@ -420,7 +377,7 @@ def export_models(params: Params, paths: ExportPaths | None = None) -> dict:
     ep = params.export
     check_sources(params, paths)
     lat.set_torch_threads(ep.latency.num_threads)
-    split_labels, frames = load_prepared(paths.prepared_dir)
+    split_labels, frames = load_prepared(paths.inputs.prepared_dir)
     frame = frames[ep.parity_split]
     texts, gold = frame["text"].tolist(), frame["label"].to_numpy()
     log.info("exporting %s (opset %d, int8 %s); parity and latency on %s (%d texts), %d threads",
@@ -429,7 +386,7 @@ def export_models(params: Params, paths: ExportPaths | None = None) -> dict:
     results, backends = [], {}
     for name in progress(ep.models, desc="export", unit="model"):
         result, predictor = export_one(name, params, paths, texts, gold, split_labels, calibration)
-        folder = None if result.failures else paths.export_dir / name
+        folder = None if result.failures else paths.outputs.export_dir / name
         backends.update(backends_of(name, result.kind, predictor, folder, params))
         results.append(result)
     teacher = None
@@ -442,9 +399,9 @@ def export_models(params: Params, paths: ExportPaths | None = None) -> dict:
     measure_memory(results, run, paths, lat.sample_batches(texts, head, 1, params.seed)[0], params, head)
     metrics = flat_metrics(results, teacher, run, params, len(texts))
     timed = results if teacher is None else [teacher, *results]
-    write_json(paths.latency_plot_file, latency_rows(timed, run))
-    write_json(paths.metrics_file, {**provenance(paths.prepared_dir), **metrics})
-    write_text(paths.report_file, render_report(results, teacher, metrics, run, params))
+    write_json(paths.outputs.latency_plot, latency_rows(timed, run))
+    write_json(paths.outputs.export_metrics, {**provenance(paths.inputs.prepared_dir), **metrics})
+    write_text(paths.outputs.export_report, render_report(results, teacher, metrics, run, params))
     failures = [f for r in results for f in r.failures]
     if failures:
         raise ExportCheckFailed("export checks failed (metrics and report written; failing exports not written): "

@@ -8,7 +8,6 @@ Under ``torchrun --nproc_per_node N`` rank r labels shards r, r+N, ...; rank 0 g
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -18,19 +17,9 @@ from typing import Callable
 import numpy as np
 
 from confkd import distributed
-from confkd.io import atomic_path, write_json
+from confkd.io import atomic_path, fingerprint, write_json
 
 log = logging.getLogger(__name__)
-
-
-def fingerprint(texts: list[str], *parts: str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode())
-    for t in texts:
-        h.update(t.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:16]
 
 
 def label_in_shards(texts: list[str], predict: Callable[[list[str]], np.ndarray], work_dir: Path, key: str,
@@ -43,7 +32,7 @@ def label_in_shards(texts: list[str], predict: Callable[[list[str]], np.ndarray]
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    fp = fingerprint(texts, key, str(shard_size))
+    fp = fingerprint(key, str(shard_size), *texts)
     manifest = work_dir / "manifest.json"
     if distributed.is_main():
         if manifest.exists() and json.loads(manifest.read_text()).get("fingerprint") != fp:

@@ -56,6 +56,20 @@ class LoopConfig:
     layerwise_lr_decay: float | None = None  # None: one learning rate; else LLRD (needs num_layers)
     num_layers: int | None = None  # encoder depth, for layerwise_lr_decay
 
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> "LoopConfig":
+        """The loop's knobs from a run's training settings (:class:`confkd.config.TrainSettings`: the teacher's or
+        a distillation configuration's), every field of the same name copied, then ``overrides`` (a phase's
+        budget, the selection metric, the encoder depth)."""
+        import dataclasses
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {n: getattr(settings, n) for n in names if hasattr(settings, n)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"LoopConfig has no field(s) {sorted(unknown)}")
+        return cls(**{**values, **overrides})
+
     @property
     def higher_is_better(self) -> bool:
         return not any(self.selection_metric.endswith(k) for k in LOWER_IS_BETTER)

@@ -9,7 +9,6 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from confkd.data.prepare import SPLITS, UNLABELED
 from confkd.errors import DataError
 from confkd.evaluation.metrics import classification_metrics
 from confkd.io import atomic_dir, atomic_path, fingerprint, provenance, read_jsonl, write_json, write_text
+from confkd.layout import DEFAULT, TeacherPaths
 from confkd.models.hf import count_parameters, load_classifier, load_tokenizer
 from confkd.runtime import configure_threads, seed_everything, select_device, select_precision
 from confkd.training.batching import length_grouped_batches, pad_batch, tokenize
@@ -30,16 +30,6 @@ from confkd.training.inference import predict_logits
 from confkd.training.loop import LoopConfig, fit
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TeacherPaths:
-    prepared_dir: Path = Path("data/prepared")
-    model_dir: Path = Path("models/teacher")
-    logits_dir: Path = Path("artifacts/teacher/logits")
-    metrics_path: Path = Path("metrics/teacher.json")
-    history_path: Path = Path("plots/teacher/history.csv")
-    checkpoint_dir: Path = Path("checkpoints/teacher")
 
 
 def load_prepared(prepared_dir: Path) -> tuple[list[str], dict[str, pd.DataFrame]]:
@@ -104,13 +94,8 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
                                 batch_size=tp.eval_batch_size, device=device, precision=precision, desc="dev")
         return classification_metrics(logits, dev_labels, prefix="dev_")
 
-    loop_cfg = LoopConfig(
-        epochs=tp.epochs, max_steps=tp.max_steps, learning_rate=tp.learning_rate, weight_decay=tp.weight_decay,
-        warmup_ratio=tp.warmup_ratio, max_grad_norm=tp.max_grad_norm, eval_every_steps=tp.eval_every_steps,
-        early_stopping_patience=tp.early_stopping_patience, selection_metric=f"dev_{tp.selection_metric}",
-        checkpoint_every_steps=tp.checkpoint_every_steps, ema_decay=tp.ema_decay,
-        layerwise_lr_decay=tp.layerwise_lr_decay, num_layers=getattr(model.config, "num_hidden_layers", None),
-    )
+    loop_cfg = LoopConfig.from_settings(tp, selection_metric=f"dev_{tp.selection_metric}",
+                                        num_layers=getattr(model.config, "num_hidden_layers", None))
     result = fit(
         model, batches_for_epoch=batches_for_epoch, step_loss=step_loss, batch_size_of=len, evaluate=evaluate,
         cfg=loop_cfg, precision=precision, checkpoint_dir=paths.checkpoint_dir,
@@ -174,7 +159,7 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
 
 
 def label_with_teacher(params: Params, texts: list[str], teacher_dir: Path, batch_size: int,
-                       work_dir: Path = Path("checkpoints/augment"), shard_size: int = 20000,
+                       work_dir: Path = DEFAULT.augment_work, shard_size: int = 20000,
                        desc: str = "teacher labels") -> np.ndarray | None:
     """Teacher logits for new texts (augmentation, large unlabeled pools) with the saved teacher.
 

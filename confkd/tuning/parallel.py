@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from confkd.config import Params, load_params, parse_params
 from confkd.errors import ParamsError
+from confkd.layout import Layout
 from confkd.orchestration import OFFLINE_ENV_DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,9 @@ def prepare_study(params: Params, root: Path, storage: str) -> StudyState:
     from confkd.tuning.study import _check_space, open_study, with_kappa
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # as in run_trials: confkd logs the study's progress
-    params = with_kappa(params, root)  # the resolved kappa is part of the study's identity, as in run_trials
+    params = with_kappa(params, Layout(Path(root)))  # the resolved kappa is part of the study's identity, as in run_trials
     _check_space(params)  # a bad search space fails here, before any worker is started
-    return study_state(open_study(params, root, storage))
+    return study_state(open_study(params, Layout(Path(root)), storage))
 
 
 def study_state(study) -> StudyState:
@@ -134,7 +135,8 @@ def study_state(study) -> StudyState:
 def read_study_state(params: Params, root: Path, storage: str) -> StudyState:
     from confkd.tuning.study import open_study, with_kappa
 
-    return study_state(open_study(with_kappa(params, root), root, storage))
+    layout = Layout(Path(root))
+    return study_state(open_study(with_kappa(params, layout), layout, storage))
 
 
 def run_one_trial(raw_params: dict, root: str, target: int, storage: str, sampler_seed: int,
@@ -146,7 +148,7 @@ def run_one_trial(raw_params: dict, root: str, target: int, storage: str, sample
     ``raw_params`` is params as plain data so that it travels to worker processes unchanged;
     ``sampler_seed`` must differ between tasks, or every task samples the same start-up trial.
     """
-    from confkd.tuning.study import TunePaths, run_trials
+    from confkd.tuning.study import run_trials
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
     if deadline is not None and time.time() > deadline:
@@ -155,7 +157,7 @@ def run_one_trial(raw_params: dict, root: str, target: int, storage: str, sample
     params = parse_params(raw_params, source="tune run")
     _log_level(params.runtime.log_level)
     t0 = time.perf_counter()
-    finished = run_trials(params, TunePaths(Path(root)), n_trials=target, storage=storage, max_new=1,
+    finished = run_trials(params, Layout(Path(root)), n_trials=target, storage=storage, max_new=1,
                           sampler_seed=sampler_seed)
     return {"worker": worker, "ran": True, "finished": finished, "seconds": round(time.perf_counter() - t0, 2)}
 
@@ -175,7 +177,8 @@ def trial_rows(params: Params, root: Path, storage: str) -> list[dict]:
     from confkd.tuning.study import objectives, open_study, with_kappa
 
     names = [m for m, _ in objectives(params.tune)]
-    frame = trials_frame(open_study(with_kappa(params, root), root, storage), names)
+    layout = Layout(Path(root))
+    frame = trials_frame(open_study(with_kappa(params, layout), layout, storage), names)
     keep = ["number", "state", *names, *[c for c in frame.columns if c.startswith("param.")],
             "pruned_at_step", "steps_run", "duration_s"]
     rows = frame[[c for c in keep if c in frame.columns]].to_dict(orient="records") if len(frame) else []

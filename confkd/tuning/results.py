@@ -77,17 +77,17 @@ def write_outputs(study: optuna.Study, params: Params, paths, wall_seconds: floa
     tp = params.tune
     names = [m for m, _ in objectives(tp)]
     frame = trials_frame(study, names)
-    paths.reports.mkdir(parents=True, exist_ok=True)
-    write_text(paths.reports / "trials.csv", frame.to_csv(index=False))
+    paths.tune_reports.mkdir(parents=True, exist_ok=True)
+    write_text(paths.tune_reports / "trials.csv", frame.to_csv(index=False))
     front = frame[frame["pareto"]] if len(frame) else frame
-    write_text(paths.reports / "pareto.csv", front.to_csv(index=False))
+    write_text(paths.tune_reports / "pareto.csv", front.to_csv(index=False))
     plot_cols = ["number", "state", *names, "pareto"]
-    write_text(paths.plot, frame[[c for c in plot_cols if c in frame]].to_csv(index=False) if len(frame) else "")
+    write_text(paths.tune_plot, frame[[c for c in plot_cols if c in frame]].to_csv(index=False) if len(frame) else "")
 
     chosen, why = select_trial(study, params)
     if chosen is None:
         raise DataError(f"study '{study.study_name}': no trial completed, nothing to tune from "
-                        f"(see {paths.reports / 'trials.csv'})")
+                        f"(see {paths.tune_reports / 'trials.csv'})")
     config = tuned_config(params, chosen.params)
     values = {n: float(v) for n, v in zip(names, chosen.values)}
     _write_yaml(paths.best_params, {
@@ -98,9 +98,9 @@ def write_outputs(study: optuna.Study, params: Params, paths, wall_seconds: floa
     }, "# Written by the tune stage (confkd.tuning); the distill/evaluate stages read distill.configs from here.\n")
 
     metrics = _flat_metrics(frame, names, chosen, values, tp, wall_seconds)
-    write_json(paths.metrics, {**provenance(paths.root / "data/prepared"), **metrics})
-    write_text(paths.reports / "summary.md", _markdown(study, frame, names, chosen, why, metrics, params))
-    _figures(study, names, paths.reports)
+    write_json(paths.tune_metrics, {**provenance(paths.prepared_dir), **metrics})
+    write_text(paths.tune_reports / "summary.md", _markdown(study, frame, names, chosen, why, metrics, params))
+    _figures(study, names, paths.tune_reports)
     log.info("tuned trial %d (%s): %s", chosen.number, why, values)
     return metrics
 

@@ -17,7 +17,6 @@ import logging
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -27,6 +26,7 @@ from optuna.trial import TrialState
 
 from confkd.config import Params, TuneParams, _deep_merge, parse_params
 from confkd.errors import DataError, ParamsError
+from confkd.layout import DEFAULT, REFERENCE, TEACHER, DistillPaths, Layout, train_stage
 from confkd.tuning.pruning import Reporter, finished, make_pruner, objectives
 from confkd.tuning.space import grid, nest, suggest
 
@@ -35,32 +35,7 @@ log = logging.getLogger(__name__)
 RECORDED = ("train_seconds", "steps", "train_kl_to_teacher")  # besides every dev_* metric
 
 
-@dataclass
-class TunePaths:
-    root: Path = Path(".")
-
-    @property
-    def work_dir(self) -> Path:
-        return self.root / "tune" / "work"
-
-    @property
-    def best_params(self) -> Path:
-        return self.root / "tune" / "best_params.yaml"
-
-    @property
-    def reports(self) -> Path:
-        return self.root / "reports" / "tune"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics" / "tune.json"
-
-    @property
-    def plot(self) -> Path:
-        return self.root / "plots" / "tune" / "trials.csv"
-
-
-def with_kappa(params: Params, root: Path = Path(".")) -> Params:
+def with_kappa(params: Params, layout: Layout = DEFAULT) -> Params:
     """``params`` with ``tune.kappa`` (and a null ``single.constraint_max``) resolved to a number.
 
     A null ``tune.kappa`` takes the evaluate stage's kappa on dev: the reference teacher's dev sigma under
@@ -75,16 +50,16 @@ def with_kappa(params: Params, root: Path = Path(".")) -> Params:
         from confkd.training.teacher import load_logits, load_prepared
 
         kp = params.evaluate.kappa
-        labels, frames = load_prepared(root / "data/prepared")
+        labels, frames = load_prepared(layout.prepared_dir)
         dev = frames["dev"]
         teacher = reference = None
         if kp.policy == "reference":
             ids = dev["id"].tolist()
-            teacher = load_logits(root / "artifacts/teacher/logits/dev.npz", ids)
-            ref_path = root / "artifacts/teacher_reference/logits/dev.npz"
+            teacher = load_logits(layout.logits_dir(TEACHER) / "dev.npz", ids)
+            ref_path = layout.logits_dir(REFERENCE) / "dev.npz"
             if not ref_path.exists():
                 raise DataError(f"{ref_path}: not found: tune.kappa null with evaluate.kappa.policy 'reference' needs "
-                                "the reference teacher (run `dvc repro teacher_reference`)")
+                                f"the reference teacher (run `dvc repro {train_stage(REFERENCE)}`)")
             reference = load_logits(ref_path, ids)
         kappa = resolve_kappa(kp.policy, resolve_spec(params.evaluate.confidence, labels), teacher_logits=teacher,
                               reference_logits=reference, labels=dev["label"].to_numpy(), value=kp.value)
@@ -95,7 +70,7 @@ def with_kappa(params: Params, root: Path = Path(".")) -> Params:
     return params.model_copy(update={"tune": tp.model_copy(update={"kappa": kappa, "single": single})})
 
 
-def default_study_name(params: Params, root: Path = Path(".")) -> str:
+def default_study_name(params: Params, layout: Layout = DEFAULT) -> str:
     """Base name + a hash of everything that defines the study, so a changed setup starts a new study: the
     base configuration, seed, objectives, space, budget and pruner, the sigma definition and kappa the trials
     are judged by, the task, and the content of the data and teacher logits the trials train on (a study is
@@ -108,7 +83,7 @@ def default_study_name(params: Params, root: Path = Path(".")) -> str:
                                                   "pruner", "n_startup_trials", "kappa"}),
             "confidence": params.evaluate.confidence.model_dump(mode="json"),
             "task": params.task.model_dump(mode="json")}
-    data = [p for p in (root / "data/prepared", root / "artifacts/teacher/logits") if p.exists()]
+    data = [p for p in (layout.prepared_dir, layout.logits_dir(TEACHER)) if p.exists()]
     digest = hashlib.sha256((json.dumps(spec, sort_keys=True) + fingerprint(*data)).encode()).hexdigest()[:10]
     return f"{tp.base}-{tp.objective}-{digest}"
 
@@ -123,13 +98,13 @@ def storage_url(url: str, root: Path) -> str:
     return url
 
 
-def open_study(params: Params, root: Path = Path("."), storage: str | None = None,
+def open_study(params: Params, layout: Layout = DEFAULT, storage: str | None = None,
                study_name: str | None = None, sampler_seed: int | None = None) -> optuna.Study:
     """Create or load the study. ``sampler_seed`` (default: ``params.seed``) seeds this process's
     sampler: workers sharing one study need distinct seeds, or every fresh sampler proposes the
     same random start-up trials."""
     tp = params.tune
-    url = storage_url(storage or tp.storage, root)
+    url = storage_url(storage or tp.storage, layout.root)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable in practice
@@ -138,7 +113,7 @@ def open_study(params: Params, root: Path = Path("."), storage: str | None = Non
     except Exception as err:  # sqlalchemy raises many kinds for bad URLs / unreachable servers
         raise ParamsError(f"tune.storage: cannot open '{url}': {err}") from None
     directions = [d for _, d in objectives(tp)]
-    return optuna.create_study(study_name=study_name or tp.study_name or default_study_name(params, root), storage=rdb,
+    return optuna.create_study(study_name=study_name or tp.study_name or default_study_name(params, layout), storage=rdb,
                                sampler=_sampler(tp, params.seed if sampler_seed is None else sampler_seed),
                                directions=directions, load_if_exists=True)
 
@@ -188,9 +163,9 @@ def _check_space(params: Params) -> None:
                 raise ParamsError(f"tune.space.{key} = {value!r} does not fit configuration '{tp.base}':\n{err}") from None
 
 
-def make_objective(params: Params, study: optuna.Study, paths: TunePaths):
+def make_objective(params: Params, study: optuna.Study, paths: Layout):
     """The trial function: train the base configuration with the trial's values, return dev objectives."""
-    from confkd.distill.trainer import DistillPaths, distill
+    from confkd.distill.trainer import distill
 
     tp = params.tune
     names = [m for m, _ in objectives(tp)]
@@ -198,10 +173,6 @@ def make_objective(params: Params, study: optuna.Study, paths: TunePaths):
     pruner = make_pruner(tp.pruner)
     if not multi:
         study.pruner = pruner  # Trial.should_prune asks the study's pruner
-    data = dict(prepared_dir=paths.root / "data/prepared", teacher_dir=paths.root / "models/teacher",
-                teacher_logits_dir=paths.root / "artifacts/teacher/logits",
-                augmented_file=paths.root / "data/augmented/augmented.jsonl",
-                augmented_logits=paths.root / "artifacts/augment/logits.npz")
 
     def objective(trial: optuna.Trial):
         values = suggest(trial, tp.space)
@@ -210,9 +181,9 @@ def make_objective(params: Params, study: optuna.Study, paths: TunePaths):
         t0 = time.perf_counter()
         try:
             metrics = distill(trial_params(params, name, values), name,
-                              DistillPaths(name, root=paths.work_dir / name, **data), on_evaluate=reporter)
+                              DistillPaths.of(name, paths, root=paths.tune_work / name), on_evaluate=reporter)
         finally:
-            shutil.rmtree(paths.work_dir / name, ignore_errors=True)
+            shutil.rmtree(paths.tune_work / name, ignore_errors=True)
             trial.set_user_attr("wall_seconds", round(time.perf_counter() - t0, 2))
             trial.set_user_attr("steps_run", reporter.last_step)
         for key, value in metrics.items():
@@ -230,7 +201,7 @@ def make_objective(params: Params, study: optuna.Study, paths: TunePaths):
     return objective
 
 
-def run_trials(params: Params, paths: TunePaths | None = None, n_trials: int | None = None,
+def run_trials(params: Params, paths: Layout = DEFAULT, n_trials: int | None = None,
                storage: str | None = None, max_new: int | None = None, sampler_seed: int | None = None) -> int:
     """Add trials to the shared study until ``n_trials`` have finished (counted across every worker),
     the timeout passes, or this call has started ``max_new`` trials. Returns the number finished.
@@ -239,12 +210,11 @@ def run_trials(params: Params, paths: TunePaths | None = None, n_trials: int | N
     real parallelism): Optuna hands each its own trials, and ``MaxTrialsCallback`` stops them all at
     the target. Give each concurrent caller its own ``sampler_seed`` (see :func:`open_study`).
     """
-    paths = paths or TunePaths()
-    params = with_kappa(params, paths.root)
+    params = with_kappa(params, paths)
     tp = params.tune
     _check_space(params)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(params, paths.root, storage, sampler_seed=sampler_seed)
+    study = open_study(params, paths, storage, sampler_seed=sampler_seed)
     if sampler_seed is None and study.trials:
         # A resumed study: a sampler seeded as in the first run would propose its first trials again.
         study.sampler = _sampler(tp, params.seed + len(study.trials))
@@ -263,17 +233,16 @@ def run_trials(params: Params, paths: TunePaths | None = None, n_trials: int | N
     return len(finished(study))
 
 
-def write_study_outputs(params: Params, paths: TunePaths | None = None, storage: str | None = None,
+def write_study_outputs(params: Params, paths: Layout = DEFAULT, storage: str | None = None,
                         wall_seconds: float = 0.0) -> dict:
     """The tuned configuration, trials table, Pareto front, plots and metrics of the study as it stands."""
     from confkd.tuning.results import write_outputs
 
-    paths = paths or TunePaths()
-    params = with_kappa(params, paths.root)
-    return write_outputs(open_study(params, paths.root, storage), params, paths, wall_seconds=wall_seconds)
+    params = with_kappa(params, paths)
+    return write_outputs(open_study(params, paths, storage), params, paths, wall_seconds=wall_seconds)
 
 
-def run_study(params: Params, paths: TunePaths | None = None, n_trials: int | None = None,
+def run_study(params: Params, paths: Layout = DEFAULT, n_trials: int | None = None,
               storage: str | None = None) -> dict:
     """The ``tune`` stage: run (or resume) the study until ``n_trials`` trials have finished or the
     timeout, then write its outputs."""

@@ -12,10 +12,8 @@ import yaml
 
 from confkd.config import Params, _deep_merge, parse_params
 from confkd.errors import DataError
+from confkd.layout import DEFAULT, TUNE
 from confkd.tuning.space import nest
-
-BEST_PARAMS = Path("tune/best_params.yaml")
-
 
 def tuned_config(params: Params, trial_params: dict) -> dict:
     """The base configuration as written in params.yaml, with the tuned values (full budget, not the trial budget)."""
@@ -23,10 +21,10 @@ def tuned_config(params: Params, trial_params: dict) -> dict:
     return _deep_merge(base, nest(trial_params))
 
 
-def with_tuned_config(params: Params, path: Path = BEST_PARAMS) -> Params:
+def with_tuned_config(params: Params, path: Path = DEFAULT.best_params) -> Params:
     """``params`` with the tuned configuration (``tune.name``) added from the tune stage's output."""
     if not path.exists():
-        raise DataError(f"{path}: not found (run the tune stage first: dvc repro tune)")
+        raise DataError(f"{path}: not found (run the tune stage first: dvc repro {TUNE})")
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     try:
         config = data["distill"]["configs"][params.tune.name]
