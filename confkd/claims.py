@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-optional", action="store_true", help="leave out the optional claims' configurations")
     parser.add_argument("--jobs", type=int, default=1, help="queue workers (each experiment uses every core)")
     parser.add_argument("--no-wait", action="store_true", help="queue and start, then return")
+    parser.add_argument("--poll", type=float, default=20.0, help="seconds between looks at the queue (default 20)")
     parser.add_argument("--render-only", action="store_true", help="only rebuild the table from the result files")
     parser.add_argument("--repo", default=".")
     parser.add_argument("--results", default="benchmarks/results/claims")
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = args.configs or default_configs(not args.skip_optional)
         try:
             counts = run_grid(Runner(repo, results), grid(args.tasks, configs, args.seeds), data_dirs, args.jobs,
-                              wait=not args.no_wait)
+                              wait=not args.no_wait, poll_seconds=args.poll)
         except (RuntimeError, ValueError) as err:
             print(f"confkd claims: {err}", file=sys.stderr)
             return 1

@@ -156,7 +156,7 @@ class AugmentParams(_Strict):
 class StudentParams(_Strict):
     """The student: a (smaller) transformer, or the sparse n-gram DAN."""
 
-    kind: Literal["transformer", "dan"] = "transformer"
+    kind: str = "transformer"  # a declared student kind (confkd.student_kinds): transformer | dan
     # transformer students
     init: Literal["teacher_layers", "random"] = "teacher_layers"
     num_layers: int = Field(3, ge=1)
@@ -171,6 +171,14 @@ class StudentParams(_Strict):
     hidden_dims: list[int] = Field(default_factory=lambda: [256])
     dropout: float = Field(0.1, ge=0, lt=1)
     max_ngram: int = Field(4, ge=1, le=6)
+
+    @model_validator(mode="after")
+    def _known_kind(self) -> "StudentParams":
+        from confkd.student_kinds import KINDS
+
+        if self.kind not in KINDS:
+            raise ValueError(f"student.kind: unknown kind '{self.kind}' (declared: {', '.join(KINDS)})")
+        return self
 
 
 class LossTerm(_Strict):
@@ -251,6 +259,12 @@ class DistillConfig(TrainSettings):
             raise ValueError(f"method '{self.method}' needs student.kind '{'dan' if dan else 'transformer'}'")
         if self.student.kind == "dan" and self.layerwise_lr_decay is not None:
             raise ValueError("layerwise_lr_decay applies to transformer students (a DAN has no layers to decay over)")
+        if self.student.hidden_size is not None:  # a width of its own: features reach the teacher's width through
+            for i, m in enumerate(self.intermediate.matches):  # learned projections, which a match cannot refuse
+                if m.feature != "attention" and not m.projection:
+                    raise ValueError(f"intermediate.matches.{i}: a {m.feature} match of a student with its own "
+                                     f"width (student.hidden_size {self.student.hidden_size}) needs projection: true "
+                                     "(set student.hidden_size null for a student as wide as the teacher)")
         # Loss names and schemes are checked here, before any work; layer indices need the teacher's depth
         # and are checked when the run starts, before training.
         from confkd.distill.losses import get_loss

@@ -104,11 +104,9 @@ def load_predictor(path: str | Path, device: str = "cpu", max_length: int | None
             raise ModelNotFound(f"{path}: no model here (the folder does not exist; config.json missing)")
         raise ModelNotFound(f"{path}: no model here (config.json missing, and no {MANIFEST_FILE} of an ONNX export)")
     try:
-        fmt = json.loads(config.read_text(encoding="utf-8")).get("format")
+        json.loads(config.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ModelNotFound(f"{config}: corrupted ({err})") from None
-    from confkd.models.dan import MODEL_FORMAT
+    from confkd.export.kinds import server_of_saved
 
-    if fmt == MODEL_FORMAT:
-        return DANPredictor(path, device=device)
-    return HFPredictor(path, device=device, max_length=max_length or 128)
+    return server_of_saved(path)[1].load_predictor(path, device, max_length)

@@ -17,6 +17,7 @@ dvc exp run --temp "$@" \
   -S 'export.models=[teacher,tinybert,sparse_dan]' \
   -S tune.n_trials=2 -S tune.n_startup_trials=2 -S tune.timeout_minutes=2 \
   -S tune.budget.eval_every_steps=20 -S tune.pruner.n_warmup_steps=20 \
-  -S evaluate.n_resamples=200 -S evaluate.train_sample=1000 \
-  -S 'export.latency.batch_sizes=[1,32]' -S export.latency.warmup=2 -S export.latency.repeats=5 \
+  -S evaluate.n_resamples=200 -S evaluate.train_sample=500 \
+  -S export.parity_split=dev -S 'export.latency.batch_sizes=[32]' -S export.latency.warmup=2 \
+  -S export.latency.repeats=5 \
   -S export.min_int8_agreement=0.95

@@ -58,6 +58,20 @@ def test_seeded_run_is_reproducible(trained_teacher, tiny_model_dir, tmp_path):
     assert np.array_equal(la, lb)
 
 
+def test_weight_averaging_and_layerwise_decay_reach_distillation(trained_teacher, tiny_model_dir, tmp_path):
+    """EMA and LLRD are the teacher's and every distillation phase's alike (one trainer): each changes the run,
+    and kept checkpoints stay when asked."""
+    base = {"method": "kd_logits", "temperature": 2.0}
+    params = _params(tiny_model_dir, {"plain": base, "ema": {**base, "ema_decay": 0.5},
+                                      "llrd": {**base, "layerwise_lr_decay": 0.5, "keep_checkpoints": True}})
+    logits = {}
+    for name in ("plain", "ema", "llrd"):
+        distill(params, name, _paths(trained_teacher, name, tmp_path))
+        logits[name] = load_logits(tmp_path / f"artifacts/distill/{name}/test.npz")
+    assert not np.allclose(logits["plain"], logits["ema"]) and not np.allclose(logits["plain"], logits["llrd"])
+    assert (tmp_path / "checkpoints/distill/llrd").is_dir() and not (tmp_path / "checkpoints/distill/plain").exists()
+
+
 def test_tinybert_with_narrower_student_uses_projections_and_drops_them(trained_teacher, tiny_model_dir, tmp_path):
     student_cfg = {"init": "random", "num_layers": 2, "hidden_size": 16, "num_heads": 2, "intermediate_size": 32}
     cfg = {"method": "tinybert", "general_distillation": True, "student": student_cfg,
@@ -116,9 +130,6 @@ def test_sparse_dan_kd_then_finetune_saves_a_raw_text_model(trained_teacher, tin
     ({"method": "tinybert", "intermediate": {"scheme": "custom", "custom": [5]}}, "5"),
     ({"method": "tinybert", "intermediate": {"matches": [
         {"teacher_layer": 9, "student_layer": 1, "feature": "hidden", "loss": "hidden_mse"}]}}, "teacher"),
-    ({"method": "tinybert", "student": {"init": "random", "num_layers": 2, "hidden_size": 16, "num_heads": 2},
-      "intermediate": {"matches": [{"teacher_layer": 1, "student_layer": 1, "feature": "hidden",
-                                    "loss": "hidden_mse", "projection": False}]}}, "needs a projection"),
     ({"method": "kd_logits", "student": {"num_layers": 3, "init_scheme": "first"}}, "3"),
 ])
 def test_bad_configurations_fail_before_training(trained_teacher, tiny_model_dir, tmp_path, config, message):
@@ -133,6 +144,11 @@ def test_bad_configurations_fail_before_training(trained_teacher, tiny_model_dir
     ({"method": "tinybert", "intermediate": {"attention": {"loss": "hidden_mse"}}}, "cannot be used for feature 'attention'"),
     ({"method": "sparse_dan"}, "needs student.kind 'dan'"),
     ({"method": "kd_logits", "temperature": 0}, "temperature"),
+    # a narrow student's hidden features reach the teacher's width only through a projection
+    ({"method": "tinybert", "student": {"init": "random", "num_layers": 2, "hidden_size": 16, "num_heads": 2},
+      "intermediate": {"matches": [{"teacher_layer": 1, "student_layer": 1, "feature": "hidden",
+                                    "loss": "hidden_mse", "projection": False}]}}, "needs projection: true"),
+    ({"method": "sparse_dan", "student": {"kind": "dan"}, "layerwise_lr_decay": 0.9}, "applies to transformer"),
 ])
 def test_bad_configurations_fail_at_parse_time(config, message):
     with pytest.raises(ParamsError, match=message):

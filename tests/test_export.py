@@ -365,15 +365,14 @@ def test_teacher_not_exported_is_still_the_baseline(stage_root, tiny_model_dir):
 
 def test_numpy_runtime_that_drifts_fails_the_export(stage_root, tiny_model_dir, monkeypatch):
     """The DAN's numpy runtime is a deployable path, so it is gated like the fp32 graph."""
-    from confkd.export import stage
-    from confkd.export.dan_runtime import NumpyDANPredictor
+    from confkd.export import dan_runtime, stage
     from confkd.export.parity import ExportCheckFailed
 
-    class Drifting(NumpyDANPredictor):
+    class Drifting(dan_runtime.NumpyDANPredictor):
         def predict_logits(self, texts):
             return super().predict_logits(texts) + 2e-3
 
-    monkeypatch.setattr(stage, "NumpyDANPredictor", Drifting)
+    monkeypatch.setattr(dan_runtime, "NumpyDANPredictor", Drifting)
     with pytest.raises(ExportCheckFailed, match=r"dan: numpy fp32 runtime max \|logit - PyTorch logit\| = 0\.002"):
         stage.export_models(stage_params(tiny_model_dir))
     metrics = json.loads((stage_root / "metrics/export.json").read_text())

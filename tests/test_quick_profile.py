@@ -47,7 +47,7 @@ def test_quick_profile_keeps_one_student_per_kind_and_a_consistent_configuration
     assert params.tune.base in params.distill.configs
     assert set(params.export.models) <= {"teacher", *params.distill.configs}
     assert params.prepare.train_fraction == 0.02 and params.tune.n_trials == 2
-    assert params.export.latency.batch_sizes == [1, 32]
+    assert params.export.latency.batch_sizes == [32] and params.export.parity_split == "dev"
     assert not [f for f in check_configs(params) if f.severity == ERROR]
     # comments and the untouched keys survive DVC's round trip
     text = (repo / "params.yaml").read_text()

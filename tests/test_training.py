@@ -323,6 +323,19 @@ def test_precision_choice_on_cpu(monkeypatch, caplog):
     assert "emulated" in caplog.text
 
 
+def test_loop_config_from_settings_copies_every_shared_knob():
+    """Teacher and distillation settings reach the loop through one builder: shared fields by name, then overrides."""
+    params = parse_params({"teacher": {"learning_rate": 3e-4, "eval_every_steps": 7, "ema_decay": 0.99,
+                                       "layerwise_lr_decay": 0.8, "warmup_ratio": 0.2, "max_steps": 11}})
+    cfg = LoopConfig.from_settings(params.teacher, selection_metric="dev_accuracy", num_layers=6)
+    assert (cfg.learning_rate, cfg.eval_every_steps, cfg.ema_decay, cfg.layerwise_lr_decay, cfg.warmup_ratio,
+            cfg.max_steps, cfg.num_layers, cfg.selection_metric) == (3e-4, 7, 0.99, 0.8, 0.2, 11, 6, "dev_accuracy")
+    phase = LoopConfig.from_settings(params.teacher, epochs=0.5, max_steps=None)
+    assert phase.epochs == 0.5 and phase.max_steps is None and phase.learning_rate == 3e-4
+    with pytest.raises(TypeError, match="no field"):
+        LoopConfig.from_settings(params.teacher, learning_rat=1.0)
+
+
 def test_step_budget_is_epochs_capped_by_max_steps():
     from confkd.training.loop import step_budget
 

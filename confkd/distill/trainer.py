@@ -10,7 +10,6 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -21,18 +20,16 @@ from confkd import distributed
 from confkd.config import DistillConfig, Params, PhaseParams
 from confkd.data.prepare import SPLITS
 from confkd.data.splitting import sample_index
+from confkd.distill.kinds import Built, StudentAdapter, trainer_of
 from confkd.distill.losses import get_loss, hard_ce
-from confkd.distill.mapping import Match, build_matches
-from confkd.distill.methods import expand_phases, intermediate_features
-from confkd.distill.students import DistillationModule, build_transformer_student, hidden_size, num_layers
+from confkd.distill.mapping import Match
 from confkd.errors import DataError, ParamsError
 from confkd.evaluation.confidence import ConfidenceSpec, resolve_spec, teacher_student_scores
 from confkd.evaluation.metrics import classification_metrics
 from confkd.io import atomic_dir, fingerprint, provenance, read_jsonl, write_json, write_text
 from confkd.layout import DistillPaths
-from confkd.models.hf import load_saved_classifier
 from confkd.runtime import configure_threads, seed_everything, select_device, select_precision
-from confkd.training.batching import length_grouped_batches, pad_batch, sorted_batches, tokenize
+from confkd.training.batching import length_grouped_batches, sorted_batches
 from confkd.training.loop import FitResult, LoopConfig, fit
 from confkd.training.teacher import load_logits, load_prepared, save_logits
 
@@ -56,75 +53,6 @@ class PhaseRecord:
     name: str
     result: FitResult
     history: list[dict] = field(default_factory=list)
-
-
-class StudentAdapter:
-    """What differs between transformer and DAN students: encoding, forward, optimisers, saving."""
-
-    needs_features = False
-
-    def encode(self, texts: list[str]) -> list: ...
-    def collate(self, items: list, device) -> dict: ...
-    def forward(self, model, enc: dict, hidden: bool, attentions: bool): ...
-    def optimizers(self, model, lr: float) -> tuple[list, list] | tuple[None, None]:
-        return None, None
-    def save(self, model, directory: Path) -> None: ...
-
-
-class TransformerAdapter(StudentAdapter):
-    def __init__(self, tokenizer, max_length: int):
-        self.tokenizer, self.max_length = tokenizer, max_length
-
-    def encode(self, texts):
-        return tokenize(self.tokenizer, texts, self.max_length)
-
-    def collate(self, items, device):
-        return {k: v.to(device) for k, v in pad_batch(items, self.tokenizer.pad_token_id).items()}
-
-    def forward(self, model, enc, hidden, attentions):
-        return model(**enc, output_hidden_states=hidden, output_attentions=attentions)
-
-    def save(self, model, directory):
-        with atomic_dir(directory) as tmp:
-            model.student.save_pretrained(tmp)  # projections are training-only and not saved
-            self.tokenizer.save_pretrained(tmp)
-
-
-class DANAdapter(StudentAdapter):
-    def __init__(self, dan_student, sparse_lr: float, weight_decay: float):
-        self.dan, self.sparse_lr, self.weight_decay = dan_student, sparse_lr, weight_decay
-
-    def encode(self, texts):
-        out = []
-        for start in range(0, len(texts), 4096):
-            indices, offsets = self.dan.featurizer.transform(texts[start:start + 4096])
-            bounds = offsets.tolist() + [len(indices)]
-            out.extend(indices[bounds[i]:bounds[i + 1]] for i in range(len(offsets)))
-        return out
-
-    def collate(self, items, device):
-        lengths = torch.tensor([len(x) for x in items])
-        offsets = torch.zeros(len(items), dtype=torch.long)
-        offsets[1:] = torch.cumsum(lengths, 0)[:-1]
-        indices = torch.cat(items) if items else torch.zeros(0, dtype=torch.long)
-        return {"indices": indices.to(device), "offsets": offsets.to(device)}
-
-    def forward(self, model, enc, hidden, attentions):
-        return _Logits(model.student(enc["indices"], enc["offsets"]))
-
-    def optimizers(self, model, lr):
-        from confkd.models.dan import make_dan_optimizers
-
-        opts = make_dan_optimizers(model.student, self.sparse_lr, lr, self.weight_decay)
-        return opts, list(model.student.dense_parameters())
-
-    def save(self, model, directory):
-        self.dan.save_pretrained(directory)
-
-
-@dataclass
-class _Logits:
-    logits: torch.Tensor
 
 
 def _feature(out, feature: str, layer: int) -> torch.Tensor:
@@ -181,10 +109,10 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
     seed_everything(seed, params.runtime.deterministic)
     configure_threads(params.runtime.num_threads)
     device = distributed.init_from_env(select_device(params.runtime.device))
-    if cfg.student.kind == "dan" and distributed.world_size() > 1:
-        raise ParamsError("the sparse DAN trains in one process (its sparse embedding updates are not data-parallel); "
-                          "run it without torchrun")
-    precision = select_precision(device, params.runtime.mixed_precision if cfg.student.kind == "transformer" else "no")
+    kind = trainer_of(cfg.student.kind)
+    if not kind.data_parallel and distributed.world_size() > 1:
+        raise ParamsError(f"a {cfg.student.kind} student trains in one process (it is not data-parallel); run it without torchrun")
+    precision = select_precision(device, params.runtime.mixed_precision if kind.mixed_precision else "no")
 
     labels, frames = load_prepared(paths.prepared_dir)
     spec = resolve_spec(params.evaluate.confidence, labels)
@@ -194,38 +122,8 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
         frames["transfer"], teacher_logits["transfer"] = _with_augmented(
             frames["transfer"], teacher_logits["transfer"], cfg.augmented_size, paths)
 
-    teacher = None
-    if cfg.student.kind == "transformer":
-        teacher, tokenizer = load_saved_classifier(paths.teacher_dir, " (run the teacher stage first)")
-        student = build_transformer_student(teacher, cfg.student)
-        n_t, n_s = num_layers(teacher), num_layers(student)
-        phases = expand_phases(cfg, n_s)
-        matches: list[Match] = []
-        if any(p.intermediate_weight > 0 for p in phases):
-            inter = cfg.intermediate
-            matches = build_matches(inter.scheme, n_t, n_s, intermediate_features(cfg), custom=inter.custom,
-                                    extra=inter.matches)
-        if any(m.feature == "attention" for m in matches):
-            teacher.set_attn_implementation("eager")  # sdpa kernels do not return attention maps
-            student.set_attn_implementation("eager")
-        model = DistillationModule(student, matches, hidden_size(student), hidden_size(teacher)).to(device)
-        if len(model.projections) and distributed.world_size() > 1:
-            raise ParamsError("width-changing projections are not data-parallel yet; run this configuration "
-                              "without torchrun (or with a student as wide as the teacher)")
-        teacher = teacher.to(device).eval().requires_grad_(False) if matches else None
-        adapter: StudentAdapter = TransformerAdapter(tokenizer, cfg.max_length)
-    else:
-        from confkd.models.dan import DANConfig, DANStudent
-
-        s = cfg.student
-        dan_cfg = DANConfig(max_features=s.max_features, embed_dim=s.embed_dim, hidden_dims=tuple(s.hidden_dims),
-                            dropout=s.dropout, ngram_range=(1, s.max_ngram))
-        dan = DANStudent.from_texts(frames["transfer"]["text"].tolist(), labels, dan_cfg, seed=seed)
-        log.info("DAN student: %d n-grams x %d dims, %.1fM parameters", dan.featurizer.vocab_size, s.embed_dim,
-                 dan.num_parameters() / 1e6)
-        model = DistillationModule(dan.model, [], 0, 0).to(device)
-        phases, matches = expand_phases(cfg, 0), []
-        adapter = DANAdapter(dan, cfg.sparse_learning_rate, cfg.weight_decay)
+    built = kind.build(cfg, labels, frames["transfer"]["text"].tolist(), paths.teacher_dir, seed, device)
+    model, adapter, phases = built.model, built.adapter, built.phases
 
     t0 = time.perf_counter()
     data = {}
@@ -251,7 +149,7 @@ def distill(params: Params, name: str, paths: DistillPaths | None = None,
         report = None
         if on_evaluate is not None and (phase.prediction_weight > 0 or phase.hard_weight > 0):
             report = (lambda offset: lambda step, m: on_evaluate(offset + step, m))(steps_before)
-        records.append(_run_phase(i, phase, cfg, model, adapter, data, teacher, matches, device, precision, paths,
+        records.append(_run_phase(i, phase, cfg, built, data, device, precision, paths,
                                   fingerprint(base_fp, str(i)), seed, spec, report))
         if report is not None:
             steps_before += records[-1].result.steps
@@ -300,8 +198,9 @@ def _with_augmented(transfer: pd.DataFrame, logits: np.ndarray, size: int | str,
     return pd.concat([transfer[cols], aug[cols]], ignore_index=True), np.concatenate([logits, aug_logits])
 
 
-def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, teacher, matches, device, precision,
+def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, built: Built, data, device, precision,
                paths: DistillPaths, fingerprint: str, seed: int, spec: ConfidenceSpec, on_evaluate=None) -> PhaseRecord:
+    model, adapter, teacher, matches = built.model, built.adapter, built.teacher, built.matches
     phase_matches = [(j, m) for j, m in enumerate(matches)
                      if phase.student_layers is None or m.student_layer in phase.student_layers]
     if phase.intermediate_weight > 0 and not phase_matches:
@@ -327,7 +226,7 @@ def _run_phase(i, phase: PhaseParams, cfg: DistillConfig, model, adapter, data, 
         cfg, epochs=phase.epochs, max_steps=phase.max_steps, learning_rate=phase.learning_rate or cfg.learning_rate,
         early_stopping_patience=cfg.early_stopping_patience if phase.select else 10**9,
         selection_metric=selection, restore_best=phase.select,
-        num_layers=num_layers(model.student) if cfg.student.kind == "transformer" else None,
+        num_layers=built.num_layers,
     )
     log.info("phase %d/%s on %s (%d examples): soft %.2f, hard %.2f, intermediate %.2f x %d matches", i, phase.name,
              phase.data, len(train), phase.prediction_weight, phase.hard_weight, phase.intermediate_weight,

@@ -22,14 +22,11 @@ from typing import Sequence
 import numpy as np
 
 from confkd.errors import ModelNotFound, ParamsError
-from confkd.export.encoders import DANTextEncoder, HFTextEncoder
-from confkd.export.manifest import FEATURIZER_FILE, OUTPUT_NAME, PRECISIONS, read_manifest
+from confkd.export.manifest import OUTPUT_NAME, PRECISIONS, read_manifest
+from confkd import student_kinds
 from confkd.inference import Predictor, _check_texts
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BATCH_SIZE = {"hf": 64, "dan": 256}
-
 
 def make_session(path: str | Path, num_threads: int | None = None, spinning: bool = False):
     """An ONNX Runtime CPU session with explicit threads, or ``ModelNotFound`` naming a missing / corrupt file.
@@ -81,7 +78,7 @@ class OnnxPredictor(Predictor):
         self.kind = self.manifest["kind"]
         self.labels = list(self.manifest["labels"])
         self.precision = resolve_precision(self.manifest, precision)
-        self.batch_size = int(batch_size or DEFAULT_BATCH_SIZE[self.kind])
+        self.batch_size = int(batch_size or student_kinds.by_export_kind(self.kind).onnx_batch_size)
         if self.batch_size < 1:
             raise ParamsError(f"batch_size must be >= 1, got {batch_size!r}")
         self.encoder = self._load_encoder(max_length)
@@ -90,10 +87,9 @@ class OnnxPredictor(Predictor):
 
     def _load_encoder(self, max_length: int | None):
         """The text -> inputs step saved with the graph (a tokenizer or the n-gram featurizer)."""
-        if self.kind == "dan":
-            return DANTextEncoder.from_file(self.path / self.manifest["files"].get("featurizer", FEATURIZER_FILE))
-        length = max_length or self.manifest.get("max_length") or 128
-        return HFTextEncoder.from_dir(self.path, length)
+        from confkd.export.kinds import server_of
+
+        return server_of(self.kind).onnx_encoder(self.path, self.manifest, max_length)
 
     def _check_graph(self) -> None:
         """Fail at load time, not on the first call, when graph and manifest disagree."""

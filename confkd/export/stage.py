@@ -22,7 +22,6 @@ check stop the stage with an error naming model, check, value and threshold.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +32,12 @@ import numpy as np
 from confkd.config import ExportParams, Params
 from confkd.errors import ModelNotFound
 from confkd.export import latency as lat
-from confkd.export.dan_runtime import NumpyDANPredictor
-from confkd.export.convert import export_dan_onnx, export_hf_onnx, ffn_down_projections, quantize_int8
-from confkd.export.encoders import DANTextEncoder, HFTextEncoder
-from confkd.export.manifest import FEATURIZER_FILE, FP32_FILE, INT8_FILE, build_manifest, write_manifest
+from confkd.export.convert import quantize_int8
+from confkd.export.kinds import KindServer, server_of, server_of_saved
+from confkd.export.manifest import FP32_FILE, INT8_FILE, build_manifest, write_manifest
+from confkd.export.memory import load_runtime, peak_rss_mb
 from confkd.export.parity import ExportCheckFailed, label_indices, parity_failures, parity_metrics
 from confkd.export.report import render_report
-from confkd.export.memory import load_runtime, peak_rss_mb
 from confkd.export.smoothing import DEFAULT_ALPHA as SMOOTHING_ALPHA
 from confkd.io import atomic_dir, provenance, write_json, write_text
 from confkd.layout import TEACHER, ExportPaths, train_stage
@@ -84,14 +82,15 @@ def check_sources(params: Params, paths: ExportPaths) -> None:
                                 f"(produced by the `{stage}` stage: run `dvc repro {stage}`)")
 
 
-def load_source(path: Path, max_length: int):
-    """The saved PyTorch predictor (HF or DAN) the export is made from and compared with.
+def load_source(path: Path, max_length: int) -> tuple[KindServer, str, Any]:
+    """The server and export kind of the saved PyTorch model the export is made from and compared with, and its
+    predictor.
 
     transformers' per-file loading bar is switched off meanwhile: in a DVC log it is noise.
     """
     from transformers.utils import logging as hf_logging
 
-    from confkd.inference import DANPredictor, load_predictor
+    from confkd.inference import load_predictor
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -100,7 +99,8 @@ def load_source(path: Path, max_length: int):
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
-    return ("dan" if isinstance(predictor, DANPredictor) else "hf"), predictor
+    kind, server = server_of_saved(path)
+    return server, kind.export_kind, predictor
 
 
 # -- export ----------------------------------------------------------------------------------------
@@ -113,34 +113,19 @@ def write_export(name: str, source: Path, kind: str, predictor, out: Path, ep: E
     ``calibration_texts`` (never from the evaluation split) enable activation smoothing of an HF
     model before int8 quantisation; the DAN has no activation to smooth.
     """
-    files: dict[str, Any] = {"fp32": FP32_FILE}
-    keep_fp32: list[str] = []
-    calibration = None
+    written = server_of(kind).write_onnx(predictor, source, out, ep, calibration_texts)
+    files: dict[str, Any] = {"fp32": FP32_FILE, **written.files}
     quantization = None
-    if kind == "hf":
-        encoder = HFTextEncoder(predictor.tokenizer, ep.max_length)
-        export_hf_onnx(predictor.model, encoder, out / FP32_FILE, ep.opset)
-        files["tokenizer"] = sorted(Path(p).name for p in predictor.tokenizer.save_pretrained(str(out)))
-        import onnx
-
-        keep_fp32 = ffn_down_projections(onnx.load(str(out / FP32_FILE), load_external_data=False))
-        if calibration_texts:
-            calibration = [encoder(calibration_texts[i:i + 32]) for i in range(0, len(calibration_texts), 32)]
-        max_length = ep.max_length
-    else:
-        export_dan_onnx(predictor.student, DANTextEncoder(predictor.student.featurizer), out / FP32_FILE, ep.opset)
-        shutil.copyfile(source / FEATURIZER_FILE, out / FEATURIZER_FILE)  # the saved plain-JSON featurizer, as is
-        files["featurizer"] = FEATURIZER_FILE
-        max_length = None
     if ep.quantize:
-        smoothed = quantize_int8(out / FP32_FILE, out / INT8_FILE, keep_fp32=keep_fp32, calibration=calibration)
+        smoothed = quantize_int8(out / FP32_FILE, out / INT8_FILE, keep_fp32=written.keep_fp32,
+                                 calibration=written.calibration)
         files["int8"] = INT8_FILE
         quantization = {"method": "onnxruntime dynamic", "weights": "int8, per channel",
-                        "activations": "uint8, per tensor, at run time", "fp32_nodes": keep_fp32,
+                        "activations": "uint8, per tensor, at run time", "fp32_nodes": written.keep_fp32,
                         "smoothing": {"alpha": SMOOTHING_ALPHA, "activations": smoothed,
                                       "calibration_texts": len(calibration_texts or [])} if smoothed else None}
-    manifest = build_manifest(kind=kind, name=name, source=source.as_posix(), labels=list(predictor.labels),
-                              max_length=max_length, opset=ep.opset, files=files,
+    manifest = build_manifest(kind=kind, name=name, source=source.as_posix(),
+                              labels=list(predictor.labels), max_length=written.max_length, opset=ep.opset, files=files,
                               quantization=quantization)
     write_manifest(out, manifest)
     return manifest
@@ -154,7 +139,7 @@ def export_saved_model(source: str | Path, out: str | Path, ep: ExportParams, na
     exporting a model outside the pipeline.
     """
     source, out = Path(source), Path(out)
-    kind, predictor = load_source(source, ep.max_length)
+    _, kind, predictor = load_source(source, ep.max_length)
     with atomic_dir(out) as tmp:
         return write_export(name or source.name, source, kind, predictor, tmp, ep, calibration_texts)
 
@@ -184,7 +169,7 @@ def export_one(name: str, params: Params, paths: ExportPaths, texts: list[str], 
     result = ModelResult(name)
     source = paths.inputs.model_dir(name)
     t0 = time.perf_counter()
-    result.kind, predictor = load_source(source, ep.max_length)
+    server, result.kind, predictor = load_source(source, ep.max_length)
     reference = predictor.predict_logits(texts)
     out = paths.outputs.export_dir / name
     try:
@@ -192,7 +177,7 @@ def export_one(name: str, params: Params, paths: ExportPaths, texts: list[str], 
             write_export(name, source, result.kind, predictor, tmp, ep, calibration_texts)
             fp32 = onnx_logits(tmp, "fp32", texts, ep.latency.num_threads)
             int8 = onnx_logits(tmp, "int8", texts, ep.latency.num_threads) if ep.quantize else None
-            exact = {"numpy_fp32": NumpyDANPredictor(tmp).predict_logits(texts)} if result.kind == "dan" else None
+            exact = server.exact_runtimes(tmp, texts)
             result.parity = parity_metrics(reference, fp32, int8, gold, label_indices(predictor.labels, split_labels),
                                            exact)
             result.sizes_mb = file_sizes(source, tmp, ep.quantize)
@@ -210,25 +195,14 @@ def export_one(name: str, params: Params, paths: ExportPaths, texts: list[str], 
 # -- speed -----------------------------------------------------------------------------------------
 
 
-def torch_backend(kind: str, predictor, max_length: int) -> lat.Backend:
-    if kind == "hf":
-        return lat.torch_hf_backend(predictor.model, HFTextEncoder(predictor.tokenizer, max_length))
-    return lat.torch_dan_backend(predictor.student)
-
-
-def runtimes(kind: str, params: Params) -> list[str]:
-    """The runtimes an export folder of this model kind serves."""
-    found = ["onnx_fp32"] + (["onnx_int8"] if params.export.quantize else [])
-    return found + (["numpy_fp32"] if kind == "dan" else [])
-
-
 def backends_of(name: str, kind: str, predictor, folder: Path | None, params: Params) -> dict[tuple[str, str], lat.Backend]:
     """``{(model, backend): texts -> probabilities}``: PyTorch, plus each runtime of the exported ``folder``
     (None: not exported, or the export failed its checks)."""
     ep = params.export
-    out = {(name, "torch"): torch_backend(kind, predictor, ep.max_length)}
+    server = server_of(kind)
+    out = {(name, "torch"): server.torch_backend(predictor, ep.max_length)}
     if folder is not None:
-        for runtime in runtimes(kind, params):
+        for runtime in server.runtimes(ep.quantize):
             out[(name, runtime)] = lat.predictor_backend(load_runtime(folder, runtime, ep.latency.num_threads))
     return out
 
@@ -258,7 +232,7 @@ def retime_exports(params: Params, paths: ExportPaths | None = None) -> lat.Spee
     names = list(params.export.models) + ([] if TEACHER in params.export.models else [TEACHER])
     backends = {}
     for name in names:
-        kind, predictor = load_source(paths.inputs.model_dir(name), params.export.max_length)
+        _, kind, predictor = load_source(paths.inputs.model_dir(name), params.export.max_length)
         folder = paths.outputs.export_dir / name
         exported = name in params.export.models and is_export_dir(folder)
         backends.update(backends_of(name, kind, predictor, folder if exported else None, params))
@@ -272,7 +246,7 @@ def teacher_reference(params: Params, paths: ExportPaths) -> tuple[ModelResult, 
         log.warning("no teacher at %s: speed-ups vs the teacher are left out", source)
         return None
     result = ModelResult(TEACHER)
-    result.kind, predictor = load_source(source, params.export.max_length)
+    _, result.kind, predictor = load_source(source, params.export.max_length)
     return result, predictor
 
 
