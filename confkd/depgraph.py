@@ -127,6 +127,66 @@ def closure(root: Path | str, entry: str, focus: Mapping[str, Collection[str]] |
     return seen
 
 
+def import_edges(root: Path | str, rel: str, lazy: bool = True,
+                 packages: Collection[str] = PROJECT_PACKAGES) -> set[str]:
+    """Project files that module ``rel`` imports directly: anywhere in it (``lazy``), or at module level only."""
+    root = Path(root)
+    tree = _parse(root, rel)
+    nodes = _walk(tree) if lazy else [n for n in _walk(tree) if not _inside_function(tree, n)]
+    found: set[str] = set()
+    for module, level, names in _imports(nodes):
+        found |= _resolve(root, rel, module, level, names, packages)
+    return found - {rel}
+
+
+def _inside_function(tree: ast.Module, node: ast.AST) -> bool:
+    spans = getattr(tree, "_function_spans", None)
+    if spans is None:
+        spans = [(f.lineno, f.end_lineno) for f in ast.walk(tree) if isinstance(f, _FUNCS)]
+        tree._function_spans = spans  # type: ignore[attr-defined]
+    line = getattr(node, "lineno", None)
+    return line is not None and any(a <= line <= b for a, b in spans)
+
+
+def import_cycles(root: Path | str, files: Iterable[str], lazy: bool = True) -> list[list[str]]:
+    """Groups of modules among ``files`` that import each other, directly or through others (the strongly
+    connected components of more than one module, Tarjan's algorithm); empty when the graph has no cycle.
+    Package ``__init__.py`` files that only mark a folder as a package are edges' ends, never their start."""
+    files = sorted(files)
+    graph = {f: sorted(import_edges(root, f, lazy) & set(files)) for f in files}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for f in files:
+        if f not in index:
+            visit(f)
+    return sorted(groups)
+
+
 def stage_function(root: Path | str, stage: str, pipeline: str = "confkd/pipeline.py") -> str | None:
     """Name of the function that runs ``stage``: from the ``STAGES`` dict of ``pipeline``, else ``run_<stage>``."""
     tree = _parse(Path(root), pipeline)

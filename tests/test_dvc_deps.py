@@ -92,3 +92,34 @@ def test_uncovered_flags_missing_files_and_accepts_parent_folders() -> None:
     deps = ["stages/evaluate.py", "confkd/evaluation/", "./confkd/io.py", "data/prepared"]
     assert uncovered(files, deps) == ["confkd/iox.py"]
     assert uncovered(files, ["confkd", "stages"]) == []
+
+
+def test_no_import_cycles_in_the_package() -> None:
+    """No two confkd modules import each other, lazy imports inside functions included."""
+    from confkd.depgraph import import_cycles
+
+    files = [p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / "confkd").rglob("*.py")]
+    assert import_cycles(REPO_ROOT, files) == []
+
+
+def test_the_cycle_check_finds_a_planted_cycle(tmp_path) -> None:
+    from confkd.depgraph import import_cycles
+
+    pkg = tmp_path / "confkd"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from confkd import b\n")
+    (pkg / "b.py").write_text("def f():\n    from confkd.c import g\n")  # lazy
+    (pkg / "c.py").write_text("import confkd.a\n")
+    (pkg / "d.py").write_text("from confkd import a\n")  # imports into the cycle, not part of it
+    files = ["confkd/a.py", "confkd/b.py", "confkd/c.py", "confkd/d.py"]
+    assert import_cycles(tmp_path, files) == [["confkd/a.py", "confkd/b.py", "confkd/c.py"]]
+    assert import_cycles(tmp_path, files, lazy=False) == []
+
+
+def test_evaluation_depends_on_saved_predictions_not_on_training_code() -> None:
+    reached = closure(REPO_ROOT, "confkd/evaluation/stage.py")
+    training = {"confkd/distill/trainer.py", "confkd/distill/kinds.py", "confkd/distill/students.py",
+                "confkd/training/loop.py", "confkd/training/teacher.py"}
+    assert not reached & training
+    assert not [f for f in reached if f.startswith("confkd/tuning/")]

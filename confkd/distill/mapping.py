@@ -21,11 +21,13 @@ import logging
 import math
 from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Optional, get_args
+from typing import TYPE_CHECKING, Any, Literal, Optional, get_args
 
-from confkd.config import LossTerm, MatchParams
 from confkd.distill.losses import get_loss
 from confkd.errors import ParamsError
+
+if TYPE_CHECKING:  # the schema imports this module (SCHEMES); objects of its types arrive as arguments
+    from confkd.config import LossTerm, MatchParams
 
 log = logging.getLogger(__name__)
 

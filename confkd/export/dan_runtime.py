@@ -36,7 +36,7 @@ from typing import Sequence
 import numpy as np
 
 from confkd.errors import DataError, ModelNotFound
-from confkd.inference import Predictor, _check_texts
+from confkd.predictors import Predictor, _check_texts
 
 FEATURIZER_FORMAT = "confkd-ngram-featurizer"
 # Up to this many tokens in a batch, n-grams are found by a Python walk over integer keys; above, with numpy.

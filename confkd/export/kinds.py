@@ -55,7 +55,7 @@ class HFServer(KindServer):
         return (path / "config.json").is_file()
 
     def load_predictor(self, path, device, max_length):
-        from confkd.inference import HFPredictor
+        from confkd.predictors import HFPredictor
 
         return HFPredictor(path, device=device, max_length=max_length or 128)
 
@@ -100,7 +100,7 @@ class DANServer(KindServer):
             return False
 
     def load_predictor(self, path, device, max_length):
-        from confkd.inference import DANPredictor
+        from confkd.predictors import DANPredictor
 
         return DANPredictor(path, device=device)
 

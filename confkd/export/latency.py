@@ -129,5 +129,5 @@ def torch_dan_backend(student) -> Backend:
 
 
 def predictor_backend(predictor) -> Backend:
-    """Any :class:`confkd.inference.Predictor` (the ONNX Runtime ones in particular)."""
+    """Any :class:`confkd.predictors.Predictor` (the ONNX Runtime ones in particular)."""
     return predictor.predict_proba

@@ -24,7 +24,7 @@ import numpy as np
 from confkd.errors import ModelNotFound, ParamsError
 from confkd.export.manifest import OUTPUT_NAME, PRECISIONS, read_manifest
 from confkd import student_kinds
-from confkd.inference import Predictor, _check_texts
+from confkd.predictors import Predictor, _check_texts
 
 log = logging.getLogger(__name__)
 
