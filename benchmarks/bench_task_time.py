@@ -74,7 +74,10 @@ def main() -> None:
     parser.add_argument("--until", default=None, help="stop after this stage (with its upstream stages)")
     parser.add_argument("--work", type=Path, default=None)
     args = parser.parse_args()
-    from confkd.orchestration import apply_hydra_overrides, plan_stages
+    from confkd.layout import DEFAULT
+    import yaml
+
+    from confkd.orchestration import applicable_overrides, apply_hydra_overrides, plan_stages
 
     name = f"task_time_{args.task}" + ("_quick" if args.quick else "")
     work = (args.work or ROOT / "benchmarks" / ".work" / name).resolve()
@@ -90,9 +93,12 @@ def main() -> None:
         from confkd.data.loaders import EMBEDDED_TASKS
 
         spec = EMBEDDED_TASKS.get(args.task)
-        data_dir = str(Path("data") / Path(spec.train).parent) if spec else f"data/{args.task}"
+        data_dir = (DEFAULT.embedded_task_dir(spec.train) if spec else DEFAULT.data_root / args.task).as_posix()
         quick = rehearse.quick_overrides() if args.quick else []
         overrides = [f"task.name={args.task}", f"task.data_dir={data_dir}", *quick, *args.set]
+        overrides, skipped = applicable_overrides(yaml.safe_load((repo / "params.yaml").read_text()), overrides)
+        if skipped:
+            print(f"not in this revision's params, so not removed: {' '.join(skipped)}", file=sys.stderr)
         apply_hydra_overrides(repo, overrides)
         state = {"rev": subprocess.run(["git", "rev-parse", "--short", args.rev], cwd=ROOT, capture_output=True,
                                        text=True).stdout.strip(), "overrides": overrides, "stages": {}}

@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"confkd claims: unknown task(s) {unknown} (embedded: {sorted(EMBEDDED_TASKS)})", file=sys.stderr)
         return 2
-    data_dirs = {name: str(Path("data") / Path(spec.train).parent) for name, spec in EMBEDDED_TASKS.items()}
+    data_dirs = {name: DEFAULT.embedded_task_dir(spec.train).as_posix() for name, spec in EMBEDDED_TASKS.items()}
     t0 = time.perf_counter()
     counts: dict[str, int] = {}
     if not args.render_only:

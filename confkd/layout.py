@@ -52,6 +52,15 @@ class Layout:
 
     # -- prepare / validate / augment --------------------------------------------------------------
     @property
+    def data_root(self) -> Path:
+        """The embedded datasets (``data/<task>/``) and the unlabeled pools."""
+        return self._p("data")
+
+    def embedded_task_dir(self, train_file: str) -> Path:
+        """The folder of an embedded task, from its train file's path under :attr:`data_root`."""
+        return self.data_root / Path(train_file).parent
+
+    @property
     def prepared_dir(self) -> Path:
         return self._p("data", "prepared")
 

@@ -263,6 +263,23 @@ def apply_params_overrides(repo_dir: str | os.PathLike, overrides: Mapping[str, 
     return changes
 
 
+def applicable_overrides(params: Mapping[str, Any], overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``-S`` overrides into those that apply to ``params`` (a parsed params.yaml) and removals (``~key``)
+    of keys it does not have. A profile written for one revision (the quick profile's removal of a configuration
+    a pull request adds, say) then runs on another, where that configuration simply is not there."""
+    kept, skipped = [], []
+    for override in overrides:
+        if override.startswith("~"):
+            node: Any = params
+            for part in override[1:].partition("=")[0].split("."):
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if node is None:
+                skipped.append(override)
+                continue
+        kept.append(override)
+    return kept, skipped
+
+
 def apply_hydra_overrides(repo_dir: str | os.PathLike, overrides: list[str]) -> None:
     """Apply ``dvc exp run -S`` overrides (Hydra's grammar: ``key=value``, ``++key=value``, ``~key`` to remove)
     to the repository's params.yaml with DVC's own implementation, validated by confkd's schema first: a bad

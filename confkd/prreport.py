@@ -81,6 +81,21 @@ class Side:
     rev: str | None = None  # git revision (None: workspace or folder)
     folder: Path | None = None
     source: str | None = None  # the repository a revision belongs to
+    other_data: list[str] = dataclasses.field(default_factory=list)  # models whose metrics are of other data
+
+
+def on_teacher_data(evals: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The evaluations computed on the same task and data as the side's teacher, and the names of the others.
+
+    A run over a subset of configurations (the quick profile) leaves the committed metrics of the rest in place;
+    their provenance stamp (``task``, ``data_fingerprint``) tells them apart, so they are not compared as if
+    they were results of this run. Revisions from before the stamp are taken whole."""
+    teacher = evals.get(TEACHER) or {}
+    stamp = (teacher.get("task"), teacher.get("data_fingerprint"))
+    if stamp == (None, None):
+        return evals, []
+    same = {m: ev for m, ev in evals.items() if (ev.get("task"), ev.get("data_fingerprint")) == stamp}
+    return same, sorted(set(evals) - set(same))
 
 
 def flatten(data: Any, where: str, prefix: str = "") -> dict[str, Any]:
@@ -155,7 +170,8 @@ def side_from_folder(folder: Path, label: str | None = None) -> Side:
         path = folder / "predictions" / model / "test.csv"
         return _read_csv(path.read_text(encoding="utf-8")) if path.exists() else None
 
-    return Side(label or str(folder), evals, summary, params, predictions, folder=folder)
+    evals, other = on_teacher_data(evals)
+    return Side(label or str(folder), evals, summary, params, predictions, folder=folder, other_data=other)
 
 
 def side_from_rev(repo: Path, rev: str) -> Side:
@@ -187,7 +203,8 @@ def side_from_rev(repo: Path, rev: str) -> Side:
         except Exception:  # noqa: BLE001 - not in the cache or not tracked at that revision: fall back
             return None
 
-    return Side(rev, evals, summary, params, predictions, rev=commit, source=str(repo))
+    evals, other = on_teacher_data(evals)
+    return Side(rev, evals, summary, params, predictions, rev=commit, source=str(repo), other_data=other)
 
 
 def resolve_side(repo: Path, spec: str | None) -> Side:
@@ -342,7 +359,8 @@ def changed_params(base: Side, head: Side) -> list[tuple[str, Any, Any]]:
 
 def build_comment(base: Side, head: Side, details: str = "", plot_name: str | None = None,
                   n_resamples: int = 1000) -> str:
-    models = _order(set(base.evals) | set(head.evals))
+    apart = set(base.other_data) | set(head.other_data)
+    models = _order((set(base.evals) | set(head.evals)) - apart)
     new = [m for m in models if m not in base.evals]
     removed = [m for m in models if m not in head.evals]
     changed = [m for m in models if m in base.evals and m in head.evals and _changed(base, head, m)]
@@ -379,6 +397,10 @@ def build_comment(base: Side, head: Side, details: str = "", plot_name: str | No
         lines.append("")
     if unchanged:
         lines.append(f"Unchanged ({len(unchanged)}): " + ", ".join(f"`{m}`" for m in unchanged) + ".")
+    if apart:
+        lines.append(f"Not compared ({len(apart)}): " + ", ".join(f"`{m}`" for m in _order(apart))
+                     + ": on one side their metrics were computed on other data than that side's teacher "
+                     "(not rerun there).")
     if not shown:
         lines.append("No model's quality metrics changed.")
     lines += ["", "**Bold**: outside noise (paired McNemar exact test for accuracy and agreement, paired bootstrap "

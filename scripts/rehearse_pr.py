@@ -67,6 +67,10 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None, help="DVC cache shared by both sides (default: <work>/dvc-cache)")
     parser.add_argument("--no-shared-cache", action="store_true", help="each side with its own, empty DVC cache")
     args = parser.parse_args()
+    import yaml
+
+    from confkd.orchestration import applicable_overrides
+
     env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     overrides = (quick_overrides() if args.profile == "quick" else []) + args.set
@@ -82,7 +86,10 @@ def main() -> None:
         # The revision's own package, not the environment's (editable) install of this checkout: without this,
         # `python stages/x.py` would import the workspace's confkd on both sides.
         side_env = dict(env, PYTHONPATH=os.pathsep.join(p for p in (str(folder), env.get("PYTHONPATH")) if p))
-        run([sys.executable, "-m", "dvc", "exp", "run", *[a for o in overrides for a in ("-S", o)]], folder, side_env)
+        side_overrides, skipped = applicable_overrides(yaml.safe_load((folder / "params.yaml").read_text()), overrides)
+        if skipped:
+            print(f"{side} ({rev}): not there, so not removed: {' '.join(skipped)}", file=sys.stderr)
+        run([sys.executable, "-m", "dvc", "exp", "run", *[a for o in side_overrides for a in ("-S", o)]], folder, side_env)
         times[side] = time.perf_counter() - t0
         print(f"{side} ({rev}): pipeline ran in {times[side] / 60:.1f} min", file=sys.stderr)
     t0 = time.perf_counter()

@@ -200,3 +200,32 @@ def test_speedup_changes_count_only_outside_both_runs_spread(sides):
     head.summary["same.speedup_vs_best_teacher_b32"] = 130.0  # +30%: beyond both spreads
     assert "`same`" in next(line for line in build_comment(base, head, n_resamples=200).splitlines()
                             if line.startswith("| `same`"))
+
+
+def test_metrics_of_other_data_are_not_compared(tmp_path):
+    """A run over a subset of configurations (the quick profile) leaves the committed metrics of the rest in the
+    checkout; their provenance differs from the run's teacher, so the comment names them apart, not unchanged."""
+    right = np.random.default_rng(3).random(N) < 0.8
+    teacher = _predictions(9, np.random.default_rng(1).random(N) < 0.9, 0.0)
+    models = {"teacher": (teacher, 1.0), "kd": (_predictions(4, right, 0.05), 1.0),
+              "old": (_predictions(5, right, 0.05), 1.0)}
+    folders = {}
+    for side in ("base", "head"):
+        root = _write_side(tmp_path / side, models, {"seed": 42})
+        for name in models:  # this run's data for teacher and kd; the full data's stamp on "old"
+            path = root / "metrics" / "eval" / f"{name}.json"
+            stamp = {"task": "sst2", "data_fingerprint": "full" if name == "old" else "quick"}
+            path.write_text(json.dumps({**stamp, **json.loads(path.read_text())}))
+        folders[side] = root
+    base, head = side_from_folder(folders["base"], "base"), side_from_folder(folders["head"], "head")
+    assert sorted(base.evals) == ["kd", "teacher"] and base.other_data == ["old"]
+    comment = build_comment(base, head)
+    assert "Unchanged (2): `teacher`, `kd`." in comment
+    assert "Not compared (1): `old`: on one side their metrics were computed on other data" in comment
+    # without stamps (revisions from before them) every file is compared, as before
+    for side in folders.values():
+        for path in (side / "metrics" / "eval").glob("*.json"):
+            path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items()
+                                        if k not in ("task", "data_fingerprint")}))
+    comment = build_comment(side_from_folder(folders["base"]), side_from_folder(folders["head"]))
+    assert "Unchanged (3): `teacher`, `kd`, `old`." in comment and "Not compared" not in comment

@@ -13,7 +13,7 @@ import yaml
 from confkd.config import load_params
 from confkd.data.checks import ERROR, check_configs
 from confkd.errors import ParamsError
-from confkd.orchestration import apply_hydra_overrides
+from confkd.orchestration import applicable_overrides, apply_hydra_overrides
 
 from .conftest import REPO_ROOT
 
@@ -65,3 +65,12 @@ def test_a_bad_override_names_itself_and_leaves_params_untouched(repo, override,
         apply_hydra_overrides(repo, ["prepare.train_fraction=0.5", override])
     assert (repo / "params.yaml").read_bytes() == before
     assert sorted(p.name for p in repo.iterdir()) == [".dvc", "params.yaml"]  # no trial file left behind
+
+
+def test_removals_of_keys_a_revision_lacks_are_skipped_not_failed():
+    """The same profile runs on both sides of a pull request: a configuration the head adds is not in the base."""
+    params = {"distill": {"configs": {"kd": {}, "tinybert": {}}}, "tune": {"n_trials": 4}}
+    kept, skipped = applicable_overrides(params, ["~distill.configs.kd", "~distill.configs.new_in_head",
+                                                  "tune.n_trials=2", "~tune.missing.deeper"])
+    assert kept == ["~distill.configs.kd", "tune.n_trials=2"]
+    assert skipped == ["~distill.configs.new_in_head", "~tune.missing.deeper"]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from confkd.config import Params
 from confkd.errors import DataError
+from confkd.layout import DEFAULT as DEFAULT_LAYOUT
 
 ERROR, WARNING = "error", "warning"
 
@@ -48,7 +49,7 @@ class TaskFiles:
     unlabeled: list[Path]
 
 
-def task_files(params: Params, data_root: Path = Path("data")) -> TaskFiles | None:
+def task_files(params: Params, data_root: Path = DEFAULT_LAYOUT.data_root) -> TaskFiles | None:
     """The task's local files (embedded copies or ``task.files``); None for an HF dataset.
 
     Raises ``DataError`` for an unknown embedded task name.
@@ -109,7 +110,7 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def check_task(params: Params, data_root: Path = Path("data"), balance: bool = True) -> list[Finding]:
+def check_task(params: Params, data_root: Path = DEFAULT_LAYOUT.data_root, balance: bool = True) -> list[Finding]:
     """Every problem of the task params against its files, errors first. An empty list: good to go.
 
     ``balance=False`` leaves out the class-share checks (the validate stage enforces those, with its report)."""

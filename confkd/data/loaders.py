@@ -17,10 +17,11 @@ import pandas as pd
 
 from confkd.config import TaskParams
 from confkd.errors import DataError
+from confkd.layout import DEFAULT as DEFAULT_LAYOUT
 
 log = logging.getLogger(__name__)
 
-DATA_ROOT = Path("data")
+DATA_ROOT = DEFAULT_LAYOUT.data_root
 
 
 @dataclass(frozen=True)

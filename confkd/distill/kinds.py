@@ -1,5 +1,5 @@
 """What differs per student kind in training: building the student and the adapter the trainer drives (encode,
-collate, forward, optimisers, save). Looked up by ``student.kind``; the kinds themselves are registered in
+collate, forward, optimisers, save). Looked up by ``student.kind``; the kinds themselves are declared in
 :mod:`confkd.student_kinds`."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from confkd import student_kinds
 from confkd.errors import ParamsError
 
 log = logging.getLogger("confkd.distill.trainer")
@@ -156,7 +157,7 @@ class DAN(KindTrainer):
         return Built(model, DANAdapter(dan, cfg.sparse_learning_rate, cfg.weight_decay), expand_phases(cfg, 0))
 
 
-TRAINERS: dict[str, KindTrainer] = {"transformer": Transformer(), "dan": DAN()}
+TRAINERS: dict[str, KindTrainer] = {student_kinds.TRANSFORMER.name: Transformer(), student_kinds.DAN.name: DAN()}
 
 
 def trainer_of(kind: str) -> KindTrainer:
