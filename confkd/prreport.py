@@ -357,6 +357,37 @@ def changed_params(base: Side, head: Side) -> list[tuple[str, Any, Any]]:
             if base.params.get(k, "—") != head.params.get(k, "—")]
 
 
+def _subtree_root(key: str, other: dict[str, Any]) -> str:
+    """The shortest dotted prefix of ``key`` that no key of ``other`` lives under: where an added (or removed)
+    block of params starts (``distill.configs.new`` for every key of a new configuration)."""
+    parts = key.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if not any(k == prefix or k.startswith(prefix + ".") for k in other):
+            return prefix
+    return key
+
+
+def summarize_params(base: Side, head: Side) -> list[str]:
+    """The changed params as a reviewer reads them: a whole block added or removed (a new configuration) is one
+    entry, ``block: added (n keys)``; every other change is ``key: old → new``."""
+    entries, blocks = [], {}
+    for k, b, h in changed_params(base, head):
+        if k not in base.params or k not in head.params:
+            added = k not in base.params
+            root = _subtree_root(k, base.params if added else head.params)
+            if root != k:
+                blocks.setdefault((root, "added" if added else "removed"), []).append(k)
+                continue
+        entries.append((k, f"`{k}`: {b!r} → {h!r}"))
+    for (root, how), ks in blocks.items():
+        if len(ks) > 1:
+            entries.append((root, f"`{root}`: {how} ({len(ks)} keys)"))
+        else:
+            entries.append((ks[0], f"`{ks[0]}`: {base.params.get(ks[0], '—')!r} → {head.params.get(ks[0], '—')!r}"))
+    return [text for _, text in sorted(entries)]
+
+
 def build_comment(base: Side, head: Side, details: str = "", plot_name: str | None = None,
                   n_resamples: int = 1000) -> str:
     apart = set(base.other_data) | set(head.other_data)
@@ -415,10 +446,10 @@ def build_comment(base: Side, head: Side, details: str = "", plot_name: str | No
     if defs:
         lines.append(f"The sigma definition differs between the two sides for {len(defs)} model(s) "
                      "(`evaluate.confidence`): their sigma changes are not tested.")
-    params = changed_params(base, head)
+    params = summarize_params(base, head)
     lines.append("")
     if params:
-        lines.append(f"**Params changed ({len(params)}):** " + "; ".join(f"`{k}`: {b!r} → {h!r}" for k, b, h in params[:12])
+        lines.append(f"**Params changed ({len(params)}):** " + "; ".join(params[:12])
                      + (f"; … and {len(params) - 12} more (below)." if len(params) > 12 else "."))
     else:
         lines.append("No params changed.")

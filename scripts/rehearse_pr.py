@@ -17,6 +17,7 @@ of recomputing it: a pull request pays for what it changed. ``--no-shared-cache`
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--keep", default=None, help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--cache-dir", default=None, help="DVC cache shared by both sides (default: <work>/dvc-cache)")
     parser.add_argument("--no-shared-cache", action="store_true", help="each side with its own, empty DVC cache")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: a side already run there is not run again (only the comment is rebuilt)")
     args = parser.parse_args()
     import yaml
 
@@ -75,9 +78,13 @@ def main() -> None:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     overrides = (quick_overrides() if args.profile == "quick" else []) + args.set
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="rehearse-pr-"))
-    times = {}
+    times_file = work / "times.json"
+    times = json.loads(times_file.read_text()) if args.reuse and times_file.exists() else {}
     for side, rev in (("base", args.base), ("head", args.head)):
         folder = work / side
+        if side in times and folder.is_dir():
+            print(f"{side} ({rev}): reused from {folder} (ran in {times[side] / 60:.1f} min)", file=sys.stderr)
+            continue
         t0 = time.perf_counter()
         checkout(Path(args.repo), rev, folder, env)
         if not args.no_shared_cache:
@@ -90,7 +97,12 @@ def main() -> None:
         if skipped:
             print(f"{side} ({rev}): not there, so not removed: {' '.join(skipped)}", file=sys.stderr)
         run([sys.executable, "-m", "dvc", "exp", "run", *[a for o in side_overrides for a in ("-S", o)]], folder, side_env)
+        # The profile's overrides are how the pipeline ran, not what the pull request changes: the comment's params
+        # diff compares the revisions' own params.yaml.
+        run(["git", "checkout", "--", "params.yaml"], folder, env)
         times[side] = time.perf_counter() - t0
+        times_file.parent.mkdir(parents=True, exist_ok=True)
+        times_file.write_text(json.dumps(times))
         print(f"{side} ({rev}): pipeline ran in {times[side] / 60:.1f} min", file=sys.stderr)
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "confkd.entry", "pr-report", "--repo", args.repo, "--base", str(work / "base"),

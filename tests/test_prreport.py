@@ -229,3 +229,18 @@ def test_metrics_of_other_data_are_not_compared(tmp_path):
                                         if k not in ("task", "data_fingerprint")}))
     comment = build_comment(side_from_folder(folders["base"]), side_from_folder(folders["head"]))
     assert "Unchanged (3): `teacher`, `kd`, `old`." in comment and "Not compared" not in comment
+
+
+def test_a_block_of_params_added_or_removed_is_one_entry(sides):
+    """A new configuration is one line of the comment, not one per key; single changes stay key by key."""
+    from confkd.prreport import summarize_params
+
+    base, head, _ = sides
+    head.params = {**head.params, "distill.configs.narrow.method": "tinybert",
+                   "distill.configs.narrow.student.hidden_size": 192, "distill.configs.narrow.temperature": 1.0,
+                   "export.new_knob": 3}
+    base.params = {**base.params, "distill.configs.gone.method": "kd_logits", "distill.configs.gone.alpha": 0.5}
+    assert summarize_params(base, head) == [
+        "`distill.configs.better.alpha`: 0.1 → 0.3", "`distill.configs.gone`: removed (2 keys)",
+        "`distill.configs.narrow`: added (3 keys)", "`export.new_knob`: '—' → 3"]
+    assert "**Params changed (4):**" in build_comment(base, head)
