@@ -90,11 +90,11 @@ def on_teacher_data(evals: dict[str, dict[str, Any]]) -> tuple[dict[str, dict[st
     A run over a subset of configurations (the quick profile) leaves the committed metrics of the rest in place;
     their provenance stamp (``task``, ``data_fingerprint``) tells them apart, so they are not compared as if
     they were results of this run. Revisions from before the stamp are taken whole."""
+    from confkd.evaluation.summary import stale_reason
+
     teacher = evals.get(TEACHER) or {}
-    stamp = (teacher.get("task"), teacher.get("data_fingerprint"))
-    if stamp == (None, None):
-        return evals, []
-    same = {m: ev for m, ev in evals.items() if (ev.get("task"), ev.get("data_fingerprint")) == stamp}
+    current = {k: teacher[k] for k in ("task", "data_fingerprint") if teacher.get(k) is not None}
+    same = {m: ev for m, ev in evals.items() if stale_reason(ev, current) is None}
     return same, sorted(set(evals) - set(same))
 
 
