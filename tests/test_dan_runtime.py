@@ -107,6 +107,8 @@ def test_numpy_runtime_matches_the_pytorch_dan(exported_dan, path):
     from confkd.evaluation.metrics import probabilities
 
     assert np.abs(fast.predict_proba(texts) - probabilities(expected)).max() <= 1e-6
+    one = fast.predict_proba(texts[:1])  # batch 1, the latency path
+    assert one.dtype == np.float32 and np.abs(one - probabilities(expected[:1])).max() <= 1e-6
     assert fast.predict(texts) == [reference.labels[i] for i in expected.argmax(1)]
 
 

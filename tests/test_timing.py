@@ -73,3 +73,51 @@ def test_untimed_call_before_each_timed_one_removes_the_cold_cache_penalty():
     assert np.all(warm["small"] == 1.0) and np.all(warm["big"] == 10.0)
     with pytest.raises(ParamsError, match="untimed_before"):
         interleaved_rounds(predictors, ["x"], untimed_before=-1)
+
+
+def _fake_backends(costs: dict, spike_every: int = 0, spike: float = 0.0):
+    """Backends that advance a fake clock by their cost per call; every ``spike_every``-th call of any backend
+    also pays ``spike`` (an interrupt)."""
+    state = {"t": 0.0, "calls": 0}
+
+    def make(name):
+        def call(batch):
+            state["calls"] += 1
+            state["t"] += costs[name] + (spike if spike_every and state["calls"] % spike_every == 0 else 0.0)
+            return np.zeros((len(batch), 2))
+        return call
+
+    return {key: make(key) for key in costs}, (lambda: state["t"])
+
+
+def test_fast_backends_are_timed_in_blocks_of_back_to_back_calls():
+    """Hand-computed: with blocks of >= 5 ms, a 0.2 ms backend runs 25 calls per block, a 6 ms one 1; the seconds
+    are per call, so the speed-up is the true 30x."""
+    from confkd.export.latency import calls_per_block, measure_interleaved
+
+    backends, clock = _fake_backends({("teacher", "onnx_int8"): 0.006, ("dan", "numpy_fp32"): 0.0002})
+    assert calls_per_block(backends[("dan", "numpy_fp32")], ["x"], 0.005, clock) == 25
+    assert calls_per_block(backends[("teacher", "onnx_int8")], ["x"], 0.005, clock) == 1
+    assert calls_per_block(backends[("dan", "numpy_fp32")], ["x"], 0.0, clock) == 1  # blocks off
+    run = measure_interleaved(backends, ["a", "b", "c"], [1], warmup=1, rounds=5, seed=0, clock=clock)
+    assert run.calls[1] == {("teacher", "onnx_int8"): 1, ("dan", "numpy_fp32"): 25}
+    assert np.allclose(run.seconds[1][("dan", "numpy_fp32")], 0.0002)
+    med, spread = run.speedup("dan", "numpy_fp32", ("teacher", "onnx_int8"), 1)
+    assert med == pytest.approx(30.0) and spread == pytest.approx(0.0, abs=1e-9)
+
+
+def test_blocks_damp_an_interrupt_that_a_single_call_cannot():
+    """Every 7th call pays a 1 ms interrupt. Timed one call at a time, the 0.2 ms backend's ratio swings by
+    a factor of 6 between rounds (spread of the ratio >= 0.8); in blocks of 25 calls every block holds 3-4 interrupts and the spread
+    falls below 20%."""
+    from confkd.export.latency import measure_interleaved
+
+    costs = {("teacher", "onnx_int8"): 0.006, ("dan", "numpy_fp32"): 0.0002}
+    backends, clock = _fake_backends(costs, 7, 0.001)
+    single = measure_interleaved(backends, ["x"], [1], warmup=0, rounds=40, seed=0, min_block_seconds=0.0, clock=clock)
+    backends, clock = _fake_backends(costs, 7, 0.001)
+    blocked = measure_interleaved(backends, ["x"], [1], warmup=0, rounds=40, seed=0, clock=clock)
+    ref = ("teacher", "onnx_int8")
+    _, spread_single = single.speedup("dan", "numpy_fp32", ref, 1)
+    _, spread_blocked = blocked.speedup("dan", "numpy_fp32", ref, 1)
+    assert spread_single >= 0.8 and spread_blocked < 0.2

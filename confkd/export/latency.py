@@ -15,6 +15,8 @@ per-round speed-up ratios hold still where absolute milliseconds do not. Backend
 from __future__ import annotations
 
 import logging
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 
 Backend = Callable[[list[str]], np.ndarray]
 BACKENDS = ("torch", "onnx_fp32", "onnx_int8", "numpy_fp32")
+# A timed block lasts at least this long: a backend faster than that is called back to back within the block
+# and its time per call is the block's time / calls (timeit's way). A single 0.2 ms call is at the mercy of
+# one interrupt; a block of 25 such calls is not. Backends slower than this are timed one call per block.
+MIN_BLOCK_SECONDS = 0.005
+MAX_CALLS_PER_BLOCK = 1000
 
 
 def set_torch_threads(num_threads: int) -> None:
@@ -63,6 +70,7 @@ class SpeedRun:
     """
 
     seconds: dict[int, dict[tuple[str, str], np.ndarray]] = field(default_factory=dict)
+    calls: dict[int, dict[tuple[str, str], int]] = field(default_factory=dict)  # calls per timed block
 
     def backends(self, model: str, batch_size: int) -> list[str]:
         return [b for (m, b) in self.seconds.get(batch_size, {}) if m == model]
@@ -84,21 +92,55 @@ class SpeedRun:
         return ratio(rounds[reference], rounds[(model, backend)])
 
 
+def calls_per_block(backend: Backend, batch: list[str], min_seconds: float = MIN_BLOCK_SECONDS,
+                    clock: Callable[[], float] = time.perf_counter, probes: int = 3) -> int:
+    """Back-to-back calls of ``backend`` that make a timed block of at least ``min_seconds`` (from the fastest
+    of ``probes`` single calls, after one untimed call); 1 for a backend that is slower than that on its own."""
+    if min_seconds <= 0:
+        return 1
+    backend(batch)
+    once = math.inf
+    for _ in range(max(1, probes)):
+        t0 = clock()
+        backend(batch)
+        once = min(once, clock() - t0)
+    return int(min(MAX_CALLS_PER_BLOCK, max(1, math.ceil(round(min_seconds / max(once, 1e-9), 6)))))
+
+
+def repeated(backend: Backend, calls: int) -> Backend:
+    """``backend`` called ``calls`` times back to back on the same batch; returns the last result."""
+    if calls == 1:
+        return backend
+
+    def run(texts: list[str]) -> np.ndarray:
+        for _ in range(calls - 1):
+            backend(texts)
+        return backend(texts)
+
+    return run
+
+
 def measure_interleaved(backends: dict[tuple[str, str], Backend], texts: Sequence[str], batch_sizes: Sequence[int],
-                        warmup: int, rounds: int, seed: int) -> SpeedRun:
+                        warmup: int, rounds: int, seed: int, min_block_seconds: float = MIN_BLOCK_SECONDS,
+                        clock: Callable[[], float] = time.perf_counter) -> SpeedRun:
     """Time every backend of every model interleaved, once per batch size, on one seeded batch of ``texts``.
 
     Each round calls every backend on the same batch (order rotating; one untimed call right before each
-    timed one, so a small model is not timed with caches a large one just evicted), so machine load lands in
-    all of them alike and the per-round ratios hold still.
+    timed block, so a small model is not timed with caches a large one just evicted), so machine load lands in
+    all of them alike and the per-round ratios hold still. A backend faster than ``min_block_seconds`` is
+    timed over a block of back-to-back calls (:func:`calls_per_block`) and its seconds are per call.
     """
     run = SpeedRun()
     for batch_size in batch_sizes:
         batch = sample_batches(texts, int(batch_size), 1, seed)[0]
-        log.info("timing %d backends interleaved at batch %d: %d warm-up + %d rounds", len(backends), batch_size,
-                 warmup, rounds)
-        run.seconds[int(batch_size)] = interleaved_rounds(backends, batch, rounds=rounds, warmup=warmup,
-                                                          untimed_before=1)
+        calls = {key: calls_per_block(fn, batch, min_block_seconds, clock) for key, fn in backends.items()}
+        log.info("timing %d backends interleaved at batch %d: %d warm-up + %d rounds (calls per timed block: %s)",
+                 len(backends), batch_size, warmup, rounds,
+                 ", ".join(f"{m}/{b} {n}" for (m, b), n in calls.items() if n > 1) or "1 each")
+        blocks = interleaved_rounds({key: repeated(fn, calls[key]) for key, fn in backends.items()}, batch,
+                                    rounds=rounds, warmup=warmup, clock=clock, untimed_before=1)
+        run.seconds[int(batch_size)] = {key: seconds / calls[key] for key, seconds in blocks.items()}
+        run.calls[int(batch_size)] = calls
     return run
 
 
