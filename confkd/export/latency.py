@@ -71,6 +71,7 @@ class SpeedRun:
 
     seconds: dict[int, dict[tuple[str, str], np.ndarray]] = field(default_factory=dict)
     calls: dict[int, dict[tuple[str, str], int]] = field(default_factory=dict)  # calls per timed block
+    min_block_seconds: float = MIN_BLOCK_SECONDS
 
     def backends(self, model: str, batch_size: int) -> list[str]:
         return [b for (m, b) in self.seconds.get(batch_size, {}) if m == model]
@@ -130,7 +131,7 @@ def measure_interleaved(backends: dict[tuple[str, str], Backend], texts: Sequenc
     all of them alike and the per-round ratios hold still. A backend faster than ``min_block_seconds`` is
     timed over a block of back-to-back calls (:func:`calls_per_block`) and its seconds are per call.
     """
-    run = SpeedRun()
+    run = SpeedRun(min_block_seconds=min_block_seconds)
     for batch_size in batch_sizes:
         batch = sample_batches(texts, int(batch_size), 1, seed)[0]
         calls = {key: calls_per_block(fn, batch, min_block_seconds, clock) for key, fn in backends.items()}

@@ -83,8 +83,6 @@ def parity_table(results: list["ModelResult"], metrics: dict, params: "Params") 
 
 def render_report(results: list["ModelResult"], teacher: "ModelResult | None", metrics: dict, run: "SpeedRun",
                   params: "Params") -> str:
-    from confkd.export.latency import MIN_BLOCK_SECONDS
-
     ep, cfg = params.export, params.export.latency
     rows = results if teacher is None else [teacher, *results]
     largest = max(cfg.batch_sizes)
@@ -96,8 +94,8 @@ def render_report(results: list["ModelResult"], teacher: "ModelResult | None", m
         f"Runtime (numpy's BLAS, used by the DAN's numpy runtime only, single-threaded). Every backend of every model is timed **interleaved** in one process: "
         f"{cfg.warmup} warm-up rounds, then {cfg.repeats} rounds in which each backend runs once, timed (rotating order; "
         "one untimed call right before, so a small model is not timed with caches a large one just evicted). "
-        f"A backend faster than {MIN_BLOCK_SECONDS * 1e3:g} ms a call is timed over a block of back-to-back calls "
-        f"lasting at least {MIN_BLOCK_SECONDS * 1e3:g} ms, "
+        f"A backend faster than {run.min_block_seconds * 1e3:g} ms a call is timed over a block of back-to-back calls "
+        f"lasting at least {run.min_block_seconds * 1e3:g} ms, "
         "and its time is per call (one interrupt would otherwise make a single 0.2 ms call look twice as slow). "
         "A speed-up is the median over rounds of the per-round ratio teacher time / model time, model and teacher "
         "each in their **fastest** backend at that batch size; spread = (p90 - p10) / median of those ratios. "
