@@ -19,6 +19,20 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
 
+# The suite runs on every core (pytest-xdist: ``-n auto --dist load --maxschedchunk 1`` in pyproject.toml, so a
+# worker takes the next test only when it is free). The end-to-end tests take minutes each, the rest seconds:
+# they are handed out first, slowest first, so no worker is left with a long one at the end
+# (longest-processing-time-first). Order inside a file is kept.
+SLOWEST_FIRST = ("test_claims.py", "test_rehearse_pr.py", "test_multiclass_pipeline.py", "test_tune_flow.py",
+                 "test_flows.py", "test_pipeline_integration.py", "test_distributed.py", "test_postgres_storage.py",
+                 "test_tuning.py", "test_export.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    position = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), position[id(item)]))
+
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
