@@ -69,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("logs", nargs="+", type=Path)
     parser.add_argument("--name", default="sst2_default")
+    parser.add_argument("--note", action="append", default=[], help="a line to add under the table (conditions)")
     args = parser.parse_args()
     seconds: dict[str, float] = {}
     source: dict[str, str] = {}
@@ -91,6 +92,7 @@ def main() -> None:
     lines += [f"| **total ({len(seconds)} stages)** | **{total / 60:.1f}** ({total / 3600:.2f} h) | |"]
     if unfinished:
         lines += ["", f"Interrupted, not counted: {', '.join(unfinished)}."]
+    lines += [""] + [f"- {note}" for note in args.note] if args.note else []
     write_results(f"repro_times_{args.name}", {"stages": seconds, "total_seconds": total, "unfinished": unfinished},
                   lines)
 
