@@ -7,13 +7,15 @@ wrong types before any work starts, naming the offending key.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from confkd.errors import ParamsError
 from confkd.layout import DEFAULT as DEFAULT_LAYOUT
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -508,6 +510,26 @@ class Params(_Strict):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @property
+    def tuned_name(self) -> str | None:
+        """``tune.name`` when that model is the tune stage's output (not a configuration of its own in
+        ``distill.configs``), else None."""
+        return self.tune.name if self.tune.name not in self.distill.configs else None
+
+    def with_config(self, name: str, config: dict, source: str = "params") -> "Params":
+        """A copy with distillation configuration ``name`` set to ``config`` (an entry as params.yaml writes it).
+
+        Only that configuration is merged with ``distill.defaults`` and validated; the others keep their parsed
+        objects. A bad value fails here, naming ``source`` and the key.
+        """
+        distill = self.distill.model_copy(update={"configs": {**self.distill.configs, name: config}})
+        distill._parsed = dict(self.distill._parsed)
+        try:
+            distill.resolve(name)
+        except ParamsError as err:
+            raise ParamsError(f"{source}: {err}") from None
+        return self.model_copy(update={"distill": distill})
+
     @model_validator(mode="after")
     def _check_names(self) -> "Params":
         if self.tune.base is not None and self.tune.base not in self.distill.configs:
@@ -526,6 +548,18 @@ class Params(_Strict):
         # A configuration asking for more augmented examples than augment.size fails its own distill stage
         # (and check-params warns), not the whole params file: configurations not being run must not block.
         return self
+
+
+def replaced(model: M, source: str, **values: Any) -> M:
+    """A copy of ``model`` with ``values`` assigned, each checked against its field (type and constraints), the
+    rest of the model untouched: an override without a dump-and-reparse of the whole params."""
+    out = model.model_copy()
+    for key, value in values.items():
+        try:
+            type(out).__pydantic_validator__.validate_assignment(out, key, value)
+        except ValidationError as err:
+            raise ParamsError(_format_error(err, source)) from None
+    return out
 
 
 def _format_error(err: ValidationError, source: str) -> str:

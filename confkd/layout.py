@@ -41,6 +41,11 @@ def evaluate_stage(model: str, tuned_name: str | None = None) -> str:
     return f"{EVALUATE}@{model}"
 
 
+def _file(*parts: str, doc: str | None = None) -> property:
+    """A fixed file or folder under the layout's root, declared in one line (read-only)."""
+    return property(lambda self: Path(self.root, *parts), doc=doc or "/".join(parts))
+
+
 @dataclass(frozen=True)
 class Layout:
     """The pipeline's files under ``root``."""
@@ -51,18 +56,13 @@ class Layout:
         return Path(self.root, *parts)
 
     # -- prepare / validate / augment --------------------------------------------------------------
-    @property
-    def data_root(self) -> Path:
-        """The embedded datasets (``data/<task>/``) and the unlabeled pools."""
-        return self._p("data")
+    data_root = _file("data", doc="The embedded datasets (``data/<task>/``) and the unlabeled pools.")
 
     def embedded_task_dir(self, train_file: str) -> Path:
         """The folder of an embedded task, from its train file's path under :attr:`data_root`."""
         return self.data_root / Path(train_file).parent
 
-    @property
-    def prepared_dir(self) -> Path:
-        return self._p("data", "prepared")
+    prepared_dir = _file("data", "prepared")
 
     @property
     def labels_file(self) -> Path:
@@ -71,41 +71,15 @@ class Layout:
     def split_file(self, split: str) -> Path:
         return self.prepared_dir / f"{split}.jsonl"
 
-    @property
-    def prepare_report(self) -> Path:
-        return self._p("reports", "prepare.json")
-
-    @property
-    def prepare_metrics(self) -> Path:
-        return self._p("metrics", "prepare.json")
-
-    @property
-    def validation_report(self) -> Path:
-        return self._p("reports", "validation.json")
-
-    @property
-    def validation_markdown(self) -> Path:
-        return self._p("reports", "validation.md")
-
-    @property
-    def validation_metrics(self) -> Path:
-        return self._p("metrics", "validation.json")
-
-    @property
-    def augmented_file(self) -> Path:
-        return self._p("data", "augmented", "augmented.jsonl")
-
-    @property
-    def augmented_logits(self) -> Path:
-        return self._p("artifacts", "augment", "logits.npz")
-
-    @property
-    def augment_metrics(self) -> Path:
-        return self._p("metrics", "augment.json")
-
-    @property
-    def augment_work(self) -> Path:
-        return self._p("checkpoints", "augment")
+    prepare_report = _file("reports", "prepare.json")
+    prepare_metrics = _file("metrics", "prepare.json")
+    validation_report = _file("reports", "validation.json")
+    validation_markdown = _file("reports", "validation.md")
+    validation_metrics = _file("metrics", "validation.json")
+    augmented_file = _file("data", "augmented", "augmented.jsonl")
+    augmented_logits = _file("artifacts", "augment", "logits.npz")
+    augment_metrics = _file("metrics", "augment.json")
+    augment_work = _file("checkpoints", "augment")
 
     # -- per model: training -------------------------------------------------------------------------
     def _family(self, top: str, model: str) -> Path:
@@ -141,64 +115,24 @@ class Layout:
         return self._p("reports", "figures", model)
 
     # -- tune ------------------------------------------------------------------------------------------
-    @property
-    def tune_work(self) -> Path:
-        return self._p("tune", "work")
-
-    @property
-    def tune_db(self) -> Path:
-        """The default study storage (``tune.storage``: sqlite), kept across runs (a DVC ``persist`` output)."""
-        return self._p("tune", "optuna.db")
-
-    @property
-    def best_params(self) -> Path:
-        return self._p("tune", "best_params.yaml")
-
-    @property
-    def tune_reports(self) -> Path:
-        return self._p("reports", "tune")
-
-    @property
-    def tune_metrics(self) -> Path:
-        return self._p("metrics", "tune.json")
-
-    @property
-    def tune_plot(self) -> Path:
-        return self._p("plots", "tune", "trials.csv")
+    tune_work = _file("tune", "work")
+    tune_db = _file("tune", "optuna.db", doc="The default study storage (``tune.storage``: sqlite), kept across runs (a DVC ``persist`` output).")
+    best_params = _file("tune", "best_params.yaml")
+    tune_reports = _file("reports", "tune")
+    tune_metrics = _file("metrics", "tune.json")
+    tune_plot = _file("plots", "tune", "trials.csv")
 
     # -- export ----------------------------------------------------------------------------------------
-    @property
-    def export_dir(self) -> Path:
-        return self._p("models", "export")
-
-    @property
-    def export_metrics(self) -> Path:
-        return self._p("metrics", "export.json")
-
-    @property
-    def export_report(self) -> Path:
-        return self._p("reports", "export.md")
-
-    @property
-    def latency_plot(self) -> Path:
-        return self._p("plots", "export", "latency.json")
+    export_dir = _file("models", "export")
+    export_metrics = _file("metrics", "export.json")
+    export_report = _file("reports", "export.md")
+    latency_plot = _file("plots", "export", "latency.json")
 
     # -- report ----------------------------------------------------------------------------------------
-    @property
-    def summary_markdown(self) -> Path:
-        return self._p("reports", "summary.md")
-
-    @property
-    def summary_metrics(self) -> Path:
-        return self._p("metrics", "summary.json")
-
-    @property
-    def accuracy_latency_plot(self) -> Path:
-        return self._p("plots", "report", "accuracy_latency.json")
-
-    @property
-    def accuracy_latency_figure(self) -> Path:
-        return self._p("reports", "figures", "accuracy_latency.png")
+    summary_markdown = _file("reports", "summary.md")
+    summary_metrics = _file("metrics", "summary.json")
+    accuracy_latency_plot = _file("plots", "report", "accuracy_latency.json")
+    accuracy_latency_figure = _file("reports", "figures", "accuracy_latency.png")
 
 
 DEFAULT = Layout()
@@ -223,6 +157,11 @@ class TeacherPaths:
                    history_path=layout.history_file(model), checkpoint_dir=layout.checkpoint_dir(model))
 
 
+def _model_file(method: str) -> property:
+    """``Layout(root).<method>(name)`` as a read-only attribute of a per-model view with ``root`` and ``name``."""
+    return property(lambda self: getattr(Layout(self.root), method)(self.name), doc=f"Layout.{method}(name)")
+
+
 @dataclass
 class DistillPaths:
     """Inputs (the prepared data, the teacher, its logits, the augmented set) may come from one place and
@@ -242,29 +181,12 @@ class DistillPaths:
                    augmented_logits=inputs.augmented_logits, teacher_dir=inputs.model_dir(TEACHER),
                    teacher_logits_dir=inputs.logits_dir(TEACHER), root=inputs.root if root is None else root)
 
-    @property
-    def _out(self) -> Layout:
-        return Layout(self.root)
-
-    @property
-    def model_dir(self) -> Path:
-        return self._out.model_dir(self.name)
-
-    @property
-    def artifacts_dir(self) -> Path:
-        return self._out.logits_dir(self.name)
-
-    @property
-    def metrics_path(self) -> Path:
-        return self._out.train_metrics(self.name)
-
-    @property
-    def history_path(self) -> Path:
-        return self._out.history_file(self.name)
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self._out.checkpoint_dir(self.name)
+    # the outputs: the configuration's own files under ``root``
+    model_dir = _model_file("model_dir")
+    artifacts_dir = _model_file("logits_dir")
+    metrics_path = _model_file("train_metrics")
+    history_path = _model_file("history_file")
+    checkpoint_dir = _model_file("checkpoint_dir")
 
 
 @dataclass(frozen=True)

@@ -49,3 +49,35 @@ def test_missing_and_malformed_files(tmp_path):
     scalar.write_text("42\n")
     with pytest.raises(ParamsError, match="must be a mapping"):
         load_params(scalar)
+
+
+def test_a_configuration_added_later_is_validated_once_and_alone():
+    """``with_config`` parses only the new configuration (merged with the defaults); the others keep their parsed
+    objects; a bad value fails naming the source and the key; the original params are untouched."""
+    params = load_params(REPO_ROOT / "params.yaml")
+    kd = params.distill.resolve("kd_logits")
+    added = params.with_config("trial", {**params.distill.configs["kd_logits"], "temperature": 4.0}, source="tune")
+    assert added.distill.resolve("trial").temperature == 4.0
+    assert added.distill.resolve("trial").learning_rate == kd.learning_rate  # the defaults merged in
+    assert added.distill.resolve("kd_logits") is kd  # not parsed again
+    assert "trial" not in params.distill.configs
+    with pytest.raises(ParamsError, match=r"(?s)tune: distill\.configs\.trial: .*temperature.*got 'hot'"):
+        params.with_config("trial", {"temperature": "hot"}, source="tune")
+
+
+def test_a_single_override_is_checked_against_its_field():
+    from confkd.config import replaced
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    tune = replaced(params.tune, "override", n_trials=3)
+    assert tune.n_trials == 3 and tune is not params.tune
+    assert tune.base == params.tune.base
+    with pytest.raises(ParamsError, match=r"(?s)override: .*n_trials: .*greater than or equal to 1"):
+        replaced(params.tune, "override", n_trials=0)
+
+
+def test_tuned_name_is_the_tune_stages_model_only_when_no_configuration_has_its_name():
+    params = load_params(REPO_ROOT / "params.yaml")
+    assert params.tuned_name == params.tune.name
+    clash = params.with_config(params.tune.name, params.distill.configs["kd_logits"])
+    assert clash.tuned_name is None

@@ -198,13 +198,20 @@ def attention_kl(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[to
 # intermediate layers: hidden states
 
 
+def _token_states(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor],
+                  what: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Student and teacher hidden states [B,L,D] in fp32 (same shape, else ``what`` is named) and the token
+    mask [B,L] in fp32 (all ones without ``mask``)."""
+    s, t = _f32(student), _f32(teacher)
+    _same_shape(s, t, what)
+    return s, t, _mask_f32(mask, s.shape[0], s.shape[1], s.device)
+
+
 @register_loss("hidden_mse", "intermediate")
 def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """MSE between hidden states [B,L,D], mean over real tokens and the D dims. ``mask``: [B,L]."""
-    s, t = _f32(student), _f32(teacher)
-    _same_shape(s, t, "hidden_mse")
-    b, length, d = s.shape
-    m = _mask_f32(mask, b, length, s.device)
+    s, t, m = _token_states(student, teacher, mask, "hidden_mse")
+    d = s.shape[-1]
     err = (s - t).pow(2).sum(dim=-1) * m  # [B,L]
     return err.sum() / (m.sum() * d).clamp_min(1.0)
 
@@ -212,10 +219,7 @@ def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torc
 @register_loss("hidden_cosine", "intermediate")
 def hidden_cosine(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean over real tokens of ``1 - cos(s_tok, t_tok)``; hidden states [B,L,D], ``mask`` [B,L]. Range [0, 2]."""
-    s, t = _f32(student), _f32(teacher)
-    _same_shape(s, t, "hidden_cosine")
-    b, length, _ = s.shape
-    m = _mask_f32(mask, b, length, s.device)
+    s, t, m = _token_states(student, teacher, mask, "hidden_cosine")
     dist = (1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)) * m  # [B,L]
     return dist.sum() / m.sum().clamp_min(1.0)
 

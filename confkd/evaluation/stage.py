@@ -22,63 +22,19 @@ from confkd.evaluation.confidence import ConfidenceSpec, confidence_pair, resolv
 from confkd.evaluation.kappa import implied_by_maths, resolve_kappa
 from confkd.evaluation.metrics import probabilities
 from confkd.evaluation.report import evaluate_split, trust_flags
+from confkd.evaluation.saved import load_saved, split_kappa
 from confkd.evaluation.selective import risk_coverage_curve
 from confkd.evaluation.temperature import fit_temperature
 from confkd.io import atomic_dir, provenance, read_jsonl, write_json, write_text
-from confkd.layout import DEFAULT, REFERENCE, TEACHER, TEACHERS, Layout, train_stage
+from confkd.layout import DEFAULT, REFERENCE, TEACHER, TEACHERS, Layout
 
 log = logging.getLogger(__name__)
 
 TRAIN = "train"
 
 
-def _tuned_name(params: Params) -> str | None:
-    """The tune stage's configuration name, when the model of that name comes from the tune stage."""
-    return params.tune.name if params.tune.name not in params.distill.configs else None
-
-
-def _load(layout: Layout, params: Params, model: str, split: str,
-          ids: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """``(ids, logits)`` of ``model`` on ``split``; the teachers' train logits cover the whole train split and
-    are cut to ``ids`` (the students' train sample)."""
-    path = layout.logits_dir(model) / f"{split}.npz"
-    stage = train_stage(model, _tuned_name(params))
-    if not path.exists():
-        raise DataError(f"evaluate: {path} not found: model '{model}' has no {split} logits "
-                        f"(run `dvc repro {stage}`)")
-    with np.load(path) as data:
-        have, logits = [str(i) for i in data["ids"]], data["logits"]
-    if ids is None:
-        return have, logits
-    pos = {i: k for k, i in enumerate(have)}
-    missing = [i for i in ids if i not in pos]
-    if missing:
-        raise DataError(f"evaluate: {path} lacks {len(missing)} example(s) of the {split} sample (first: {missing[0]}); "
-                        f"re-run `dvc repro {stage}`")
-    return list(ids), logits[[pos[i] for i in ids]]
-
-
 def _finite(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-def _kappa(layout: Layout, params: Params, model: str, split: str, spec: ConfidenceSpec, teacher: np.ndarray,
-           labels: np.ndarray, ids: list[str]) -> float:
-    """kappa on ``split`` under ``evaluate.kappa`` (see :mod:`confkd.evaluation.kappa`)."""
-    kp = params.evaluate.kappa
-    reference = beta_sum = n = None
-    if kp.policy == "reference":
-        reference = _load(layout, params, REFERENCE, split, ids)[1]
-    elif kp.policy == "bound" and (kp.bound.beta is None or kp.bound.n is None):
-        if model in TEACHERS:
-            raise DataError(f"evaluate: kappa policy 'bound' with beta/n null uses a student's training KL; "
-                            f"'{model}' has none (set evaluate.kappa.bound.beta and n)")
-        m = json.loads(layout.train_metrics(model).read_text())
-        n = int(m["train_sample_size"])
-        beta_sum = float(m["train_kl_to_teacher"]) * n
-    return resolve_kappa(kp.policy, spec, teacher_logits=teacher, reference_logits=reference, labels=labels,
-                         value=kp.value, beta=kp.bound.beta, n=kp.bound.n, gamma=kp.bound.gamma,
-                         alpha=kp.bound.alpha, measured_beta_sum=beta_sum, measured_n=n)
 
 
 def _warn_flags(model: str, result: dict) -> None:
@@ -105,19 +61,19 @@ def evaluate_model(params: Params, model: str, layout: Layout = DEFAULT) -> dict
         train_ids = frames[TRAIN]["id"].to_numpy()[sample_index(len(frames[TRAIN]), ep.train_sample, params.seed)]
         train_ids = [str(i) for i in train_ids]
     else:
-        train_ids = _load(layout, params, model, TRAIN)[0]
+        train_ids = load_saved(layout, params, model, TRAIN)[0]
     labels_by_id = dict(zip(frames[TRAIN]["id"].astype(str), frames[TRAIN]["label"]))
     ids = {s: frames[s]["id"].astype(str).tolist() for s in ("dev", *ep.splits)}
     ids[TRAIN] = train_ids
     labels = {s: frames[s]["label"].to_numpy() for s in ("dev", *ep.splits)}
     labels[TRAIN] = np.array([labels_by_id[i] for i in train_ids])
-    teacher = {s: _load(layout, params, TEACHER, s, ids[s])[1] for s in ids}
-    student = teacher if model == TEACHER else {s: _load(layout, params, model, s, ids[s])[1] for s in ids}
+    teacher = {s: load_saved(layout, params, TEACHER, s, ids[s])[1] for s in ids}
+    student = teacher if model == TEACHER else {s: load_saved(layout, params, model, s, ids[s])[1] for s in ids}
     temperature = fit_temperature(student["dev"], labels["dev"]) if ep.temperature_scaling else None
     result: dict = {}
     with atomic_dir(layout.predictions_dir(model)) as pred_dir:
         for split in (*ep.splits, TRAIN):
-            kappa = _kappa(layout, params, model, split, spec, teacher[split], labels[split], ids[split])
+            kappa = split_kappa(layout, params, model, split, spec, teacher[split], labels[split], ids[split])
             m = evaluate_split(teacher[split], student[split], labels[split], kappa=kappa, spec=spec, n_bins=ep.n_bins,
                                n_resamples=ep.n_resamples, seed=params.seed, temperature_dev=temperature)
             if model != TEACHER and implied_by_maths(m["kappa"], m["pinsker_bound"]):

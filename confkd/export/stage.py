@@ -69,7 +69,7 @@ class ModelResult:
 
 def producing_stage(name: str, params: Params) -> str:
     """The DVC stage that writes a model's source folder, for error messages."""
-    return train_stage(name, params.tune.name if params.tune.name not in params.distill.configs else None)
+    return train_stage(name, params.tuned_name)
 
 
 def check_sources(params: Params, paths: ExportPaths) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
-from confkd.config import Params, load_params, parse_params
+from confkd.config import Params, load_params, parse_params, replaced
 from confkd.errors import ParamsError
 from confkd.layout import Layout
 from confkd.orchestration import OFFLINE_ENV_DEFAULTS
@@ -66,12 +66,13 @@ def tune_params(params_file: str | Path, n_trials: int | None = None, threads: i
     params = load_params(params_file)
     if n_trials is None and threads is None:
         return params
-    raw = params.model_dump(by_alias=True, mode="json")
+    source = f"{params_file} (tune run overrides)"
+    update = {}
     if n_trials is not None:
-        raw["tune"]["n_trials"] = n_trials
+        update["tune"] = replaced(params.tune, source, n_trials=n_trials)
     if threads is not None:
-        raw["runtime"]["num_threads"] = threads
-    return parse_params(raw, source=f"{params_file} (tune run overrides)")
+        update["runtime"] = replaced(params.runtime, source, num_threads=threads)
+    return params.model_copy(update=update)
 
 
 def shared_storage(url: str, root: Path) -> str:

@@ -24,9 +24,9 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from confkd.config import Params, TuneParams, _deep_merge, parse_params
-from confkd.errors import DataError, ParamsError
-from confkd.layout import DEFAULT, REFERENCE, TEACHER, DistillPaths, Layout, train_stage
+from confkd.config import Params, TuneParams, _deep_merge
+from confkd.errors import ParamsError
+from confkd.layout import DEFAULT, TEACHER, DistillPaths, Layout
 from confkd.tuning.pruning import Reporter, finished, make_pruner, objectives
 from confkd.tuning.space import grid, nest, suggest
 
@@ -45,25 +45,10 @@ def with_kappa(params: Params, layout: Layout = DEFAULT) -> Params:
     tp = params.tune
     kappa = tp.kappa
     if kappa is None:
-        from confkd.evaluation.confidence import resolve_spec
-        from confkd.evaluation.kappa import resolve_kappa
-        from confkd.training.teacher import load_logits, load_prepared
+        from confkd.evaluation.saved import dev_kappa
 
-        kp = params.evaluate.kappa
-        labels, frames = load_prepared(layout.prepared_dir)
-        dev = frames["dev"]
-        teacher = reference = None
-        if kp.policy == "reference":
-            ids = dev["id"].tolist()
-            teacher = load_logits(layout.logits_dir(TEACHER) / "dev.npz", ids)
-            ref_path = layout.logits_dir(REFERENCE) / "dev.npz"
-            if not ref_path.exists():
-                raise DataError(f"{ref_path}: not found: tune.kappa null with evaluate.kappa.policy 'reference' needs "
-                                f"the reference teacher (run `dvc repro {train_stage(REFERENCE)}`)")
-            reference = load_logits(ref_path, ids)
-        kappa = resolve_kappa(kp.policy, resolve_spec(params.evaluate.confidence, labels), teacher_logits=teacher,
-                              reference_logits=reference, labels=dev["label"].to_numpy(), value=kp.value)
-        log.info("tune.kappa: %.4f (evaluate.kappa policy '%s' on dev)", kappa, kp.policy)
+        kappa = dev_kappa(params, layout)
+        log.info("tune.kappa: %.4f (evaluate.kappa policy '%s' on dev)", kappa, params.evaluate.kappa.policy)
     single = tp.single
     if single.constraint_max is None:
         single = single.model_copy(update={"constraint_max": kappa})
@@ -139,10 +124,8 @@ def _constraint_values(trial: optuna.trial.FrozenTrial) -> list[float]:
 def trial_params(params: Params, name: str, values: dict) -> Params:
     """``params`` with configuration ``name`` = base configuration + budget + the trial's values."""
     tp = params.tune
-    raw = params.model_dump(by_alias=True, mode="json")
-    config = _deep_merge(_deep_merge(copy.deepcopy(raw["distill"]["configs"][tp.base]), tp.budget), nest(values))
-    raw["distill"]["configs"][name] = config
-    return parse_params(raw, source="tune")
+    config = _deep_merge(_deep_merge(copy.deepcopy(params.distill.configs[tp.base] or {}), tp.budget), nest(values))
+    return params.with_config(name, config, source="tune")
 
 
 def _check_space(params: Params) -> None:

@@ -6,19 +6,19 @@ export) do not depend on Optuna or the trainer.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import yaml
 
-from confkd.config import Params, _deep_merge, parse_params
+from confkd.config import Params, _deep_merge
 from confkd.errors import DataError
 from confkd.layout import DEFAULT, TUNE
 from confkd.tuning.space import nest
 
 def tuned_config(params: Params, trial_params: dict) -> dict:
     """The base configuration as written in params.yaml, with the tuned values (full budget, not the trial budget)."""
-    base = params.model_dump(by_alias=True, mode="json")["distill"]["configs"][params.tune.base]
-    return _deep_merge(base, nest(trial_params))
+    return _deep_merge(copy.deepcopy(params.distill.configs[params.tune.base] or {}), nest(trial_params))
 
 
 def with_tuned_config(params: Params, path: Path = DEFAULT.best_params) -> Params:
@@ -30,6 +30,4 @@ def with_tuned_config(params: Params, path: Path = DEFAULT.best_params) -> Param
         config = data["distill"]["configs"][params.tune.name]
     except (KeyError, TypeError):
         raise DataError(f"{path}: no distill.configs.{params.tune.name} (written for another tune.name?)") from None
-    raw = params.model_dump(by_alias=True, mode="json")
-    raw["distill"]["configs"][params.tune.name] = config
-    return parse_params(raw, source=str(path))
+    return params.with_config(params.tune.name, config, source=str(path))
