@@ -39,10 +39,13 @@ def run_teacher(params: Params) -> None:
 
 def run_teacher_reference(params: Params) -> None:
     """A second teacher, same recipe, seed ``evaluate.kappa.reference_seed``: the yardstick of kappa policy
-    ``reference`` (the teacher's own retraining noise)."""
+    ``reference`` (the teacher's own retraining noise). Its logits are kept for the examples kappa is measured on
+    (dev, test and the evaluate stage's train sample, drawn with the pipeline's seed), not for the whole train
+    and transfer sets: nothing distils from it."""
     from confkd.training.teacher import reference_params, train_teacher
 
-    train_teacher(reference_params(params), TeacherPaths.of(LAYOUT, REFERENCE))
+    train_teacher(reference_params(params), TeacherPaths.of(LAYOUT, REFERENCE),
+                  logits_sample=(params.evaluate.train_sample, params.seed))
 
 
 def run_augment(params: Params) -> None:

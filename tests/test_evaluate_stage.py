@@ -216,3 +216,32 @@ def test_summary_quotes_the_export_stages_ratios_and_no_milliseconds(tmp_path):
     assert [p["batch_size"] for p in accuracy_latency_rows(rows, latency[2:])] == [1]  # 32 not timed: the largest
     assert plot_accuracy_latency(points, tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert plot_accuracy_latency([], tmp_path / "none.png").read_bytes()[:4] == b"\x89PNG"  # says nothing was timed
+
+
+def test_reference_teacher_keeps_logits_for_the_examples_kappa_is_measured_on(trained_teacher, tiny_model_dir,
+                                                                              tmp_path, monkeypatch):
+    """The reference stage saves dev, test and the evaluate stage's train sample (drawn with the pipeline's seed, not
+    the reference's), and no transfer set; kappa from it equals kappa from a reference with every logit saved."""
+    import shutil
+
+    from confkd.data.splitting import sample_index
+    from confkd.pipeline import run_teacher_reference
+
+    root = tmp_path / "root"
+    shutil.copytree(trained_teacher, root)
+    params = tiny_params(tiny_model_dir, {}, evaluate={"train_sample": 20, "n_resamples": 50})
+    monkeypatch.chdir(root)
+    run_teacher_reference(params)
+    saved = root / "artifacts/teacher_reference/logits"
+    assert sorted(p.name for p in saved.iterdir()) == ["dev.npz", "test.npz", "train.npz"]
+    train = [json.loads(line)["id"] for line in (root / "data/prepared/train.jsonl").read_text().splitlines()]
+    sample = [train[i] for i in sample_index(len(train), 20, params.seed)]
+    with np.load(saved / "train.npz") as data:
+        assert [str(i) for i in data["ids"]] == sample
+    sampled = evaluate_model(params, "teacher_reference", Layout(root))
+    shutil.copytree(trained_teacher, tmp_path / "full")  # the fixture's reference: every logit saved
+    monkeypatch.chdir(tmp_path / "full")
+    full = evaluate_model(params, "teacher_reference", Layout(tmp_path / "full"))
+    for split in ("test", "dev", "train"):
+        assert sampled[split]["kappa"] == pytest.approx(full[split]["kappa"], abs=1e-6)
+        assert sampled[split]["n_examples"] == full[split]["n_examples"]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from confkd import distributed
 from confkd.config import Params
 from confkd.data.prepare import SPLITS, UNLABELED
+from confkd.data.splitting import sample_index
 from confkd.errors import DataError
 from confkd.evaluation.metrics import classification_metrics
 from confkd.io import atomic_dir, atomic_path, fingerprint, provenance, read_jsonl, write_json, write_text
@@ -61,7 +62,14 @@ def reference_params(params: Params) -> Params:
     return params.model_copy(update={"seed": params.evaluate.kappa.reference_seed})
 
 
-def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
+def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths(),
+                  logits_sample: tuple[int, int] | None = None) -> dict:
+    """Fine-tune the teacher, save it and its logits.
+
+    ``logits_sample``: None saves logits for every split (what distillation and augmentation read); a pair
+    ``(size, seed)`` saves them for dev, test and the seeded ``size``-row sample of train only (no transfer
+    set): the examples the evaluate stage measures kappa on, all the reference teacher is read for.
+    """
     tp = params.teacher
     seed_everything(params.seed, params.runtime.deterministic)
     threads = configure_threads(params.runtime.num_threads)
@@ -110,30 +118,38 @@ def train_teacher(params: Params, paths: TeacherPaths = TeacherPaths()) -> dict:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    # Teacher logits for every split; the transfer set reuses train logits for its train rows.
+    # Teacher logits for every split (the transfer set reuses train logits for its train rows), or for the
+    # examples kappa is measured on.
     t0 = time.perf_counter()
     logits: dict[str, np.ndarray] = {}
     predict = dict(max_length=tp.max_length, batch_size=tp.eval_batch_size, device=device, precision=precision)
-    logits["train"] = predict_logits(model, tokenizer, [], input_ids=train_ids, desc="logits train", **predict)
+    rows = np.arange(len(train)) if logits_sample is None else sample_index(len(train), *logits_sample)
+    ids = {split: frames[split]["id"].tolist() for split in ("dev", "test")}
+    ids["train"] = train["id"].to_numpy()[rows].tolist()
+    logits["train"] = predict_logits(model, tokenizer, [], input_ids=[train_ids[i] for i in rows],
+                                     desc="logits train", **predict)
     logits["dev"] = predict_logits(model, tokenizer, [], input_ids=dev_ids, desc="logits dev", **predict)
     logits["test"] = predict_logits(model, tokenizer, frames["test"]["text"].tolist(), desc="logits test", **predict)
-    transfer = frames["transfer"]
-    by_id = dict(zip(train["id"], logits["train"]))
-    unl = transfer["label"].to_numpy() == UNLABELED
-    unl_logits = predict_logits(model, tokenizer, transfer.loc[unl, "text"].tolist(), desc="logits transfer", **predict)
-    tr = np.zeros((len(transfer), len(labels)), dtype=np.float32)
-    tr[unl] = unl_logits
-    for i in np.flatnonzero(~unl):
-        if transfer["id"].iat[i] not in by_id:
-            raise DataError(f"transfer row {transfer['id'].iat[i]} is not in the train split (re-run prepare)")
-        tr[i] = by_id[transfer["id"].iat[i]]
-    logits["transfer"] = tr
-    n_predicted = len(train_ids) + len(dev_ids) + len(frames["test"]) + int(unl.sum())
+    n_predicted = len(rows) + len(dev_ids) + len(frames["test"])
+    if logits_sample is None:
+        transfer = frames["transfer"]
+        by_id = dict(zip(train["id"], logits["train"]))
+        unl = transfer["label"].to_numpy() == UNLABELED
+        unl_logits = predict_logits(model, tokenizer, transfer.loc[unl, "text"].tolist(), desc="logits transfer",
+                                    **predict)
+        tr = np.zeros((len(transfer), len(labels)), dtype=np.float32)
+        tr[unl] = unl_logits
+        for i in np.flatnonzero(~unl):
+            if transfer["id"].iat[i] not in by_id:
+                raise DataError(f"transfer row {transfer['id'].iat[i]} is not in the train split (re-run prepare)")
+            tr[i] = by_id[transfer["id"].iat[i]]
+        logits["transfer"], ids["transfer"] = tr, transfer["id"].tolist()
+        n_predicted += int(unl.sum())
     infer_seconds = time.perf_counter() - t0
 
     with atomic_dir(paths.logits_dir) as tmp:
-        for split in SPLITS:
-            save_logits(tmp / f"{split}.npz", frames[split]["id"].tolist(), logits[split])
+        for split in logits:
+            save_logits(tmp / f"{split}.npz", ids[split], logits[split])
 
     metrics = classification_metrics(logits["test"], frames["test"]["label"].to_numpy())
     metrics.update(classification_metrics(logits["dev"], dev_labels, prefix="dev_"))
