@@ -7,9 +7,12 @@ import os
 import random
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: stages that never touch a model start without it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ def progress(iterable=None, **kwargs):
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed python, numpy and torch (all devices); optionally ask torch for deterministic kernels."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -51,6 +56,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 def configure_threads(num_threads: int | None) -> int:
     """Pin intra-op threads deliberately (0/None = all cores). Returns the number in force."""
+    import torch
+
     n = num_threads or os.cpu_count() or 1
     torch.set_num_threads(n)
     return n
@@ -69,14 +76,20 @@ class Precision:
 
     @property
     def needs_grad_scaler(self) -> bool:
+        import torch
+
         return self.dtype is torch.float16
 
     def autocast(self):
+        import torch
+
         return torch.autocast(device_type=self.device_type, dtype=self.dtype, enabled=self.enabled)
 
 
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit name must be available."""
+    import torch
+
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -94,6 +107,8 @@ def select_device(name: str = "auto") -> torch.device:
 
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bf16 matmuls natively here (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -106,6 +121,8 @@ def select_precision(device: torch.device, mode: str = "auto") -> Precision:
     ``bf16`` on a CPU is honoured (a 6-layer MiniLM training step was 1.4x faster on a CPU with
     AVX512-BF16, benchmarks/bench_precision.py) but changes the numbers, so it is never chosen implicitly.
     """
+    import torch
+
     if mode == "no" or (mode == "auto" and device.type != "cuda"):
         return Precision(device.type, None)
     if mode == "auto":

@@ -38,25 +38,13 @@ class EmbeddedTask:
 
 EMBEDDED_TASKS: dict[str, EmbeddedTask] = {
     # GLUE's SST-2 test labels are not public: its labelled validation set is our test set.
-    "sst2": EmbeddedTask(
-        train="sst2/train.tsv",
-        test="sst2/validation.tsv",
-        text_column="sentence",
-        label_column="label",
-        labels=("negative", "positive"),
-        unlabeled=("unlabeled/movie_reviews.txt",),
-        hf_id="glue/sst2",
-    ),
-    "tweet_offensive": EmbeddedTask(
-        train="tweet_offensive/train.tsv",
-        dev="tweet_offensive/validation.tsv",
-        test="tweet_offensive/test.tsv",
-        text_column="text",
-        label_column="label",
-        labels=("not-offensive", "offensive"),
-        unlabeled=("unlabeled/tweets.txt",),
-        hf_id="tweet_eval/offensive",
-    ),
+    "sst2": EmbeddedTask(train="sst2/train.tsv", test="sst2/validation.tsv", text_column="sentence",
+                         label_column="label", labels=("negative", "positive"),
+                         unlabeled=("unlabeled/movie_reviews.txt",), hf_id="glue/sst2"),
+    "tweet_offensive": EmbeddedTask(train="tweet_offensive/train.tsv", dev="tweet_offensive/validation.tsv",
+                                    test="tweet_offensive/test.tsv", text_column="text", label_column="label",
+                                    labels=("not-offensive", "offensive"), unlabeled=("unlabeled/tweets.txt",),
+                                    hf_id="tweet_eval/offensive"),
 }
 
 # Short names users know -> (hub dataset id, config name).
