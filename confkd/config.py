@@ -455,7 +455,8 @@ class TuneParams(_Strict):
     sampler: Literal["tpe", "random", "nsga2", "grid"] = "tpe"
     n_startup_trials: int = Field(6, ge=0)  # random trials before TPE models the space
     n_trials: int = Field(16, ge=1)
-    timeout_minutes: Optional[float] = Field(28.0, gt=0)
+    # a safety net only: a timeout makes the number of trials (so the tuned result) depend on the machine's speed
+    timeout_minutes: Optional[float] = Field(None, gt=0)
     heartbeat_seconds: int = Field(30, ge=1)  # a trial silent for 2x this is failed (killed worker) and retried
     budget: dict = Field(default_factory=dict)  # distill-config overrides for every trial (reduced budget)
     space: dict[str, SearchDim] = Field(default_factory=dict)

@@ -16,7 +16,7 @@ dvc exp run --temp "$@" \
   -S '~distill.configs.internal_pid' -S '~distill.configs.internal_sid' -S '~distill.configs.sparse_dan_no_kd' \
   -S '~distill.configs.tinybert_narrow' \
   -S 'export.models=[teacher,tinybert,sparse_dan]' \
-  -S tune.n_trials=2 -S tune.n_startup_trials=2 -S tune.timeout_minutes=2 \
+  -S tune.n_trials=2 -S tune.n_startup_trials=2 \
   -S tune.budget.eval_every_steps=20 -S tune.pruner.n_warmup_steps=20 \
   -S evaluate.n_resamples=200 -S evaluate.train_sample=500 \
   -S export.parity_split=dev -S 'export.latency.batch_sizes=[32]' -S export.latency.warmup=2 \

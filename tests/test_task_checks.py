@@ -107,6 +107,13 @@ def test_augmented_size_beyond_augment_size_warns_instead_of_blocking_the_params
     assert [f.key for f in findings] == ["distill.configs.big.augmented_size"] and findings[0].severity == WARNING
 
 
+def test_a_tuning_timeout_warns_that_the_result_depends_on_machine_speed():
+    assert check_configs(parse_params({})) == []  # the default bounds tuning by trials only
+    findings = check_configs(parse_params({"tune": {"timeout_minutes": 25}}))
+    assert [(f.key, f.severity) for f in findings] == [("tune.timeout_minutes", WARNING)]
+    assert "machine" in findings[0].message and "n_trials" in findings[0].message
+
+
 def test_read_header_reads_only_the_first_line(tmp_path):
     path = tmp_path / "big.csv"
     path.write_text('text,label\n"a, b",1\n' + "\x00\xff garbage that is not csv\n" * 3)

@@ -243,7 +243,8 @@ def _sorted(findings: list[Finding]) -> list[Finding]:
 
 
 def check_configs(params: Params) -> list[Finding]:
-    """Problems of single distillation configurations: they fail that configuration's stage, not the others."""
+    """Problems of single configurations (they fail that configuration's stage, not the others) and of the
+    tune stage's bound."""
     out = []
     for name, cfg in params.distill.configs.items():
         wanted = params.distill.resolve(name).augmented_size
@@ -251,4 +252,9 @@ def check_configs(params: Params) -> list[Finding]:
             out.append(Finding(WARNING, f"distill.configs.{name}.augmented_size",
                                f"{wanted} augmented examples wanted but augment.size is {params.augment.size}: "
                                f"distilling '{name}' will fail until one of them changes"))
+    if params.tune.timeout_minutes is not None:
+        out.append(Finding(WARNING, "tune.timeout_minutes",
+                           f"{params.tune.timeout_minutes:g} min: the number of trials, so the tuned configuration, "
+                           "then depends on how fast this machine is; a rerun may not reproduce it (bound the stage "
+                           "with tune.n_trials and keep the timeout null)"))
     return out
