@@ -19,10 +19,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
 
-# The suite runs on every core (pytest-xdist: ``-n auto --dist load --maxschedchunk 1`` in pyproject.toml, so a
-# worker takes the next test only when it is free). The end-to-end tests take minutes each, the rest seconds:
-# they are handed out first, slowest first, so no worker is left with a long one at the end
-# (longest-processing-time-first). Order inside a file is kept.
+# The suite runs on every core (pytest-xdist: ``-n auto --dist loadgroup --no-loadscope-reorder`` in
+# pyproject.toml). Tests that share a module-scoped fixture (a repository copy a pipeline ran in, a trained tiny
+# model, a server) form one group, run on one worker in file order: the fixture is built once, and a test that
+# builds on the one before it finds its work done. Every other test is a unit of its own. The end-to-end tests
+# take minutes each, the rest seconds: they are handed out first, slowest first, so no worker is left with a
+# long one at the end (longest-processing-time-first).
 SLOWEST_FIRST = ("test_claims.py", "test_rehearse_pr.py", "test_multiclass_pipeline.py", "test_tune_flow.py",
                  "test_flows.py", "test_pipeline_integration.py", "test_distributed.py", "test_postgres_storage.py",
                  "test_tuning.py", "test_export.py")
@@ -32,6 +34,11 @@ def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     position = {id(item): i for i, item in enumerate(items)}
     items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), position[id(item)]))
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shared = info is not None and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")

@@ -56,3 +56,18 @@ def test_classification_metrics_prefix():
     m = classification_metrics(np.array([[2.0, 0.0], [0.0, 2.0]]), np.array([0, 1]), prefix="dev_")
     assert set(m) == {"dev_accuracy", "dev_macro_f1", "dev_nll", "dev_ece", "dev_brier"}
     assert m["dev_accuracy"] == 1.0
+
+
+def test_macro_f1_by_hand_and_equal_to_scikit_learn_to_the_bit():
+    # 3 classes, class 2 never true nor predicted. Class 0: TP 2, 3 true, 3 predicted -> 2*2/(3+3);
+    # class 1: TP 1, 2 true, 2 predicted -> 2*1/(2+2); class 2: 0. Macro: (4/6 + 1/2 + 0) / 3
+    probs = np.eye(3)[[0, 0, 1, 1, 0]]  # predictions 0 0 1 1 0
+    labels = np.array([0, 0, 0, 1, 1])
+    assert macro_f1(probs, labels) == pytest.approx((4 / 6 + 1 / 2) / 3)
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 4, 6):
+        for n in (1, 7, 100, 1013):
+            probs = rng.dirichlet(np.ones(k), size=n)
+            labels = rng.integers(0, k - (n % 2), size=n)  # odd n: the last class never true
+            ref = f1_score(labels, probs.argmax(1), average="macro", labels=list(range(k)), zero_division=0)
+            assert macro_f1(probs, labels) == float(ref), (k, n)

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 from scipy.special import log_softmax, softmax
 
 from confkd.errors import DataError, ParamsError
@@ -451,6 +450,8 @@ def confidence_correlations(teacher_probs: Any, student_probs: Any,
     ``spearmanr``. Returns ``{"pearson": r, "spearman": rho}``; either is NaN (never an exception) when a
     confidence vector is constant or N < 2.
     """
+    from scipy import stats  # here, not at import: scipy.stats costs every stage that imports this module ~1 s
+
     ct, cs = confidence_pair(teacher_probs, student_probs, spec)
     return {"pearson": _safe_corr(ct, cs, stats.pearsonr), "spearman": _safe_corr(ct, cs, stats.spearmanr)}
 

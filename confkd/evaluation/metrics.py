@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import softmax
-from sklearn.metrics import f1_score
 
 from confkd.evaluation.calibration import brier_raw, ece, nll_raw
 
@@ -23,8 +22,17 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Unweighted mean over all K classes of F1_k = 2 TP_k / (2 TP_k + FP_k + FN_k), 0 for a class that is neither
+    true nor predicted. ``probs [N, K]``, ``labels [N]``. The same arithmetic as scikit-learn's
+    ``f1_score(average="macro", labels=range(K), zero_division=0)`` (equal to the bit, tested), without importing
+    scikit-learn in every stage."""
     k = probs.shape[1]
-    return float(f1_score(labels, np.argmax(probs, axis=1), average="macro", labels=list(range(k)), zero_division=0))
+    labels = np.asarray(labels).astype(np.int64)
+    pred = np.argmax(probs, axis=1)
+    tp = np.bincount(labels[pred == labels], minlength=k).astype(np.float64)
+    denom = np.bincount(labels, minlength=k).astype(np.float64) + np.bincount(pred, minlength=k)
+    f1 = np.divide(2.0 * tp, denom, out=np.zeros(k), where=denom > 0)
+    return float(np.mean(f1))
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, prefix: str = "") -> dict[str, float]:
