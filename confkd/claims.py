@@ -12,6 +12,11 @@ every combination that has one (and every one already queued or running), so the
 interruption, on this machine or another. The table (``benchmarks/results/claims.md``) is rendered from
 those files alone: per claim, each arm's mean, std and 95% t-interval over seeds, and for two methods a
 paired comparison on the same seeds, with a plain verdict: confirmed, refuted or inconclusive.
+
+The tuning claim needs one more step per task: the tune stage runs once (experiment ``<task>-tune``, the
+pipeline's seed; on the default task DVC's run cache restores the pipeline's own study), its pick is written
+to ``<task>/tuned_pick.yaml``, and only then is that configuration queued over the seeds, as ``tuned_pick``,
+next to the configuration the study starts from (``tune.base``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from confkd.layout import DEFAULT, TEACHER, evaluate_stage
+import yaml
+
+from confkd.layout import DEFAULT, TEACHER, TUNE, evaluate_stage
 
 log = logging.getLogger("confkd.claims")
 
@@ -42,6 +49,9 @@ EXTRA_CONFIGS: dict[str, dict[str, Any]] = {
                       "intermediate.attention.loss": "attention_mse", "intermediate.attention.weight": 1.0,
                       "intermediate.hidden.loss": "hidden_mse", "intermediate.hidden.weight": 4.0},
 }
+# The tune stage's pick on a task, retrained over the seeds (its definition comes from the task's tune run).
+TUNED_PICK = "tuned_pick"
+TUNE_BASE = "kd_logits_2l"  # params.yaml's tune.base: the configuration the study starts from (checked at run time)
 # Retention the DAN paper reports (Ye et al. 2022): 92.0% on SST-2, about 97% on average over six tasks.
 DAN_PAPER_RETENTION = {"sst2": 0.920, "default": 0.97}
 
@@ -75,7 +85,11 @@ CLAIMS: tuple[Claim, ...] = (
           "this project", ("kd_logits_2l_aug",), kind="retention", optional=True),
     Claim("confidence", "Each student preserves the teacher's confidence (sigma <= kappa)",
           "Vengertsev & Sherman 2024", ("kd_logits", "internal_pid", "internal_sid", "tinybert", "tinybert_grid",
-                                        "sparse_dan", "sparse_dan_no_kd", "kd_logits_2l_aug"), kind="phi_cnf"),
+                                        "sparse_dan", "sparse_dan_no_kd", "kd_logits_2l_aug", TUNE_BASE, TUNED_PICK),
+          kind="phi_cnf"),
+    Claim("tuning", "Tuning (dev accuracy, dev sigma <= kappa, over the authors' knobs and ours) restores phi_cnf "
+          "for the 2-layer student, and at what accuracy cost", "Vengertsev & Sherman 2024; this project",
+          (TUNED_PICK,), TUNE_BASE, kind="tuning"),
 )
 
 
@@ -140,13 +154,61 @@ class Experiment:
     def result_file(self) -> str:
         return f"{self.task}/{self.config}-s{self.seed}.json"
 
-    def overrides(self, data_dirs: dict[str, str]) -> list[str]:
-        out = [f"task.name={self.task}", f"task.data_dir={data_dirs.get(self.task, 'data/' + self.task)}"]
+    def overrides(self, data_dirs: dict[str, str], definition: dict[str, Any] | None = None) -> list[str]:
+        """``-S`` overrides: the task, the configuration's definition when params.yaml lacks it (``definition``,
+        else :data:`EXTRA_CONFIGS`; nested or dotted keys) and the seed."""
+        out = task_overrides(self.task, data_dirs)
         prefix = f"distill.configs.{self.config}"
         # '++' (Hydra's add-or-override): the seed key, or a whole configuration, may not be in params.yaml
-        out += [f"++{prefix}.{k}={v}" for k, v in EXTRA_CONFIGS.get(self.config, {}).items()]
+        flat = flatten(EXTRA_CONFIGS.get(self.config, {}) if definition is None else definition)
+        out += [f"++{prefix}.{k}={override_value(v)}" for k, v in flat.items() if k != "seed"]
         out.append(f"++{prefix}.seed={self.seed}")
         return out
+
+
+@dataclass(frozen=True)
+class TuneRun:
+    """The tune stage on one task, at the pipeline's seed: the pick the tuning claim retrains over seeds."""
+
+    task: str
+    name = property(lambda self: f"{self.task}-tune".replace("_", "-"))
+    result_file = property(lambda self: f"{self.task}/{TUNED_PICK}.yaml")  # the pick, and the study's summary
+
+    def overrides(self, data_dirs: dict[str, str]) -> list[str]:
+        return task_overrides(self.task, data_dirs)
+
+
+def task_overrides(task: str, data_dirs: dict[str, str]) -> list[str]:
+    return [f"task.name={task}", f"task.data_dir={data_dirs.get(task, 'data/' + task)}"]
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested keys to dotted ones: ``{"student": {"num_layers": 2}}`` -> ``{"student.num_layers": 2}``."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def override_value(value: Any) -> str:
+    """A value as a Hydra override writes it: ``null``, ``true``, numbers as Python prints them (every float
+    digit kept), plain words bare, other strings quoted, lists in brackets."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        raise ValueError(f"a non-empty mapping cannot be one override value: {value!r} (flatten it)")
+    text = str(value)
+    plain = text and all(c.isalnum() or c in "_-./" for c in text) and text not in ("null", "true", "false")
+    return text if plain else json.dumps(text)
 
 
 def grid(tasks: Sequence[str], configs: Sequence[str], n_seeds: int) -> list[Experiment]:
@@ -197,11 +259,39 @@ class Runner:
                         out[rev["name"]] = {"rev": rev["rev"], **rev["data"]}
         return out
 
-    def queue(self, exp: Experiment, data_dirs: dict[str, str]) -> None:
-        args = ["exp", "run", "--queue", "-n", exp.name]
-        for o in exp.overrides(data_dirs):
-            args += ["-S", o]
-        self.dvc(*args, evaluate_stage(exp.config), evaluate_stage(TEACHER))  # the teacher's too: retention needs it
+    def _queue(self, name: str, overrides: list[str], *targets: str) -> None:
+        self.dvc("exp", "run", "--queue", "-n", name, *[a for o in overrides for a in ("-S", o)], *targets)
+
+    def queue(self, exp: Experiment, data_dirs: dict[str, str], definition: dict[str, Any] | None = None) -> None:
+        # the teacher's evaluation too: retention needs it
+        self._queue(exp.name, exp.overrides(data_dirs, definition), evaluate_stage(exp.config), evaluate_stage(TEACHER))
+
+    def queue_tune(self, run: TuneRun, data_dirs: dict[str, str]) -> None:
+        self._queue(run.name, run.overrides(data_dirs), TUNE)
+
+    def read_at(self, rev: str, path: Path) -> str:
+        """A git-tracked file as the experiment ``rev`` committed it."""
+        proc = subprocess.run(["git", "show", f"{rev}:{path.as_posix()}"], cwd=self.repo, capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"git show {rev}:{path.as_posix()} failed: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def collect_tune(self, run: TuneRun, data: dict) -> Path:
+        """The finished tune run's pick (``distill.configs.<tune.name>`` of its ``tune/best_params.yaml``) and its
+        study summary, to ``<task>/tuned_pick.yaml``."""
+        best = yaml.safe_load(self.read_at(data["rev"], DEFAULT.best_params)) or {}
+        configs = (best.get("distill") or {}).get("configs") or {}
+        if len(configs) != 1:
+            raise RuntimeError(f"experiment {run.name}: {DEFAULT.best_params} holds {len(configs)} configurations, not 1")
+        metrics = {Path(k).as_posix(): v.get("data") for k, v in (data.get("metrics") or {}).items()}
+        record = {"task": run.task, "experiment": run.name, "experiment_rev": data.get("rev"),
+                  "tune": best.get("tune"), "study": metrics.get(DEFAULT.tune_metrics.as_posix()),
+                  "config": next(iter(configs.values()))}
+        path = self.results / run.result_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(record, sort_keys=False))
+        return path
 
     def collect(self, exp: Experiment, data: dict) -> Path:
         """Write the finished experiment's evaluation metrics (and the teacher's) to its result file."""
@@ -222,38 +312,73 @@ class Runner:
         return path
 
 
+def tuned_definition(results: Path, task: str) -> dict[str, Any] | None:
+    """The tuned pick's configuration on ``task`` (from its tune run's result file), or None before that run."""
+    record = tuned_record(results, task)
+    return None if record is None else record["config"]
+
+
 def run_grid(runner: Runner, experiments: list[Experiment], data_dirs: dict[str, str], jobs: int = 1,
              wait: bool = True, poll_seconds: float = 20.0) -> dict[str, int]:
-    """Collect what is finished, queue what is missing, start the queue and collect as experiments finish."""
+    """Collect what is finished, queue what is missing, start the queue and collect as experiments finish.
+
+    A ``tuned_pick`` experiment waits for its task's tune run (queued here when its result file is missing) and is
+    queued as soon as that run is collected."""
     counts = {"had": 0, "collected": 0, "queued": 0, "failed": 0}
-    todo = [e for e in experiments if not (runner.results / e.result_file).exists()]
-    counts["had"] = len(experiments) - len(todo)
-    done = runner.finished()
-    for exp in [e for e in todo if e.name in done]:
-        runner.collect(exp, done[exp.name])
-        counts["collected"] += 1
-    todo = [e for e in todo if e.name not in done]
-    status = runner.queue_status()
-    for exp in todo:
-        if status.get(exp.name) in ("Queued", "Running"):
-            continue
-        runner.queue(exp, data_dirs)
+    tune_runs = [TuneRun(t) for t in dict.fromkeys(e.task for e in experiments if e.config == TUNED_PICK)]
+    units: list[Experiment | TuneRun] = [*tune_runs, *experiments]
+    todo = [u for u in units if not (runner.results / u.result_file).exists()]
+    counts["had"] = len(units) - len(todo)
+
+    def collect(unit, data) -> Path:
+        return runner.collect_tune(unit, data) if isinstance(unit, TuneRun) else runner.collect(unit, data)
+
+    def ready(unit) -> bool:  # a tuned pick needs its task's tune run collected first
+        return not (isinstance(unit, Experiment) and unit.config == TUNED_PICK
+                    and tuned_definition(runner.results, unit.task) is None)
+
+    def enqueue(unit) -> None:
+        if isinstance(unit, TuneRun):
+            runner.queue_tune(unit, data_dirs)
+        elif unit.config == TUNED_PICK:
+            runner.queue(unit, data_dirs, tuned_definition(runner.results, unit.task))
+        else:
+            runner.queue(unit, data_dirs)
         counts["queued"] += 1
-    log.info("claims grid: %d experiments, %d already collected, %d collected now, %d queued", len(experiments),
-             counts["had"], counts["collected"], counts["queued"])
+
+    done = runner.finished()
+    for unit in [u for u in todo if u.name in done]:
+        collect(unit, done[unit.name])
+        counts["collected"] += 1
+    todo = [u for u in todo if u.name not in done]
+    status = runner.queue_status()
+    waiting = [u for u in todo if status.get(u.name) not in ("Queued", "Running") and not ready(u)]
+    for unit in todo:
+        if status.get(unit.name) not in ("Queued", "Running") and ready(unit):
+            enqueue(unit)
+    log.info("claims grid: %d runs, %d already collected, %d collected now, %d queued, %d waiting for a tune run",
+             len(units), counts["had"], counts["collected"], counts["queued"], len(waiting))
     if not todo or not wait:
         return counts
     runner.dvc("queue", "start", "-j", str(jobs))
-    pending = {e.name: e for e in todo}
+    pending = {u.name: u for u in todo if u not in waiting}
     while pending:
         time.sleep(poll_seconds)
         status = runner.queue_status()
         finished = runner.finished() if any(status.get(n) == "Success" for n in pending) else {}
         for name in list(pending):
             if name in finished:
-                path = runner.collect(pending.pop(name), finished[name])
+                unit = pending.pop(name)
+                path = collect(unit, finished[name])
                 counts["collected"] += 1
                 log.info("collected %s -> %s", name, path)
+                released = [u for u in waiting if ready(u)]
+                for u in released:
+                    waiting.remove(u)
+                    enqueue(u)
+                    pending[u.name] = u
+                if released:
+                    runner.dvc("queue", "start", "-j", str(jobs), check=False)  # a no-op while a worker runs
             elif status.get(name) == "Failed":
                 log.error("experiment %s failed (see `dvc queue logs %s`); rerun this command to queue it again",
                           name, name)
@@ -263,6 +388,9 @@ def run_grid(runner: Runner, experiments: list[Experiment], data_dirs: dict[str,
                 log.error("experiment %s left the queue without a result", name)
                 pending.pop(name)
                 counts["failed"] += 1
+    for unit in waiting:
+        log.error("%s not queued: the tune run on %s has no result; rerun this command", unit.name, unit.task)
+        counts["failed"] += 1
     return counts
 
 
@@ -291,16 +419,45 @@ def _fmt(s: dict, digits: int = 4, pct: bool = False) -> str:
     return f"{f(s['mean'])} ± {f(s['std'])} [{f(s['ci_low'])}, {f(s['ci_high'])}] (n={s['n']})"
 
 
+def _diff(cmp: dict) -> dict:
+    """The paired difference's summary (``diff_*`` keys of :func:`paired`) in :func:`summarize`'s keys."""
+    return {k[5:]: v for k, v in cmp.items() if k.startswith("diff_")}
+
+
+def _phi_cnf(records: dict[int, dict]) -> dict[str, Any]:
+    """sigma - kappa on test, paired over seeds (expected below 0), and how many seeds hold phi_cnf."""
+    sig = _by_seed(records, lambda r: r["eval"]["test"].get("sigma"))
+    kap = _by_seed(records, lambda r: r["eval"]["test"].get("kappa"))
+    return {**paired(sig, kap, "less"), "holds": sum(bool(r["eval"]["test"].get("phi_cnf")) for r in records.values())}
+
+
+def tuning_verdict(arm: str, base: str) -> str:
+    """Does tuning restore phi_cnf? ``arm``/``base``: the verdicts of "sigma < kappa" for the tuned pick and for the
+    configuration it starts from. Confirmed only when the pick holds over the seeds and the start does not."""
+    if arm == "confirmed":
+        return "confirmed" if base != "confirmed" else "inconclusive (the start already holds)"
+    return "refuted" if arm == "refuted" else "inconclusive"
+
+
+def tuned_record(results: Path, task: str) -> dict | None:
+    path = results / TuneRun(task).result_file
+    return yaml.safe_load(path.read_text()) if path.exists() else None
+
+
 def render(results: Path, tasks: Sequence[str]) -> tuple[list[str], list[dict]]:
     """The claims table (Markdown lines) and one row per claim x task x arm with its numbers and verdict."""
     data = load_results(results)
     accuracy = lambda r: r["eval"]["test"]["accuracy"]  # noqa: E731
-    lines, rows = [], []
+    lines, rows, notes = [], [], []
     for claim in CLAIMS:
         lines += [f"### {claim.title}", "", f"Source: {claim.source}.", ""]
         if claim.kind == "paired":
             lines += [f"| task | model | test accuracy | {claim.baseline} (test accuracy) | difference (paired, same "
                       "seeds) | verdict |", "|---|---|---|---|---|---|"]
+        elif claim.kind == "tuning":
+            lines += [f"| task | model | test accuracy | accuracy change vs {claim.baseline} (paired) | sigma - kappa | "
+                      f"phi_cnf holds | {claim.baseline}: sigma - kappa | {claim.baseline}: phi_cnf holds | "
+                      "restores phi_cnf |", "|---|---|---|---|---|---|---|---|---|"]
         elif claim.kind == "retention":
             lines += ["| task | model | retention of the teacher's accuracy | paper | verdict |", "|---|---|---|---|---|"]
         else:
@@ -316,8 +473,24 @@ def render(results: Path, tasks: Sequence[str]) -> tuple[list[str], list[dict]]:
                     row = {"claim": claim.id, "task": task, "arm": arm, "arm_stats": summarize(list(a.values())),
                            "base_stats": summarize(list(b.values())), **cmp}
                     lines.append(f"| {task} | {arm} | {_fmt(row['arm_stats'])} | {_fmt(row['base_stats'])} | "
-                                 f"{_fmt({k[5:]: v for k, v in cmp.items() if k.startswith('diff_')})} | "
+                                 f"{_fmt(_diff(cmp))} | "
                                  f"{cmp['verdict'] if cmp['diff_n'] >= 2 else 'not run'} |")
+                elif claim.kind == "tuning":
+                    base = data.get((task, claim.baseline), {})
+                    cost = paired(_by_seed(records, accuracy), _by_seed(base, accuracy), "greater")
+                    arm_cnf, base_cnf = _phi_cnf(records), _phi_cnf(base)
+                    v = tuning_verdict(arm_cnf["verdict"], base_cnf["verdict"]) if arm_cnf["diff_n"] >= 2 else "not run"
+                    row = {"claim": claim.id, "task": task, "arm": arm, "accuracy_change": cost, "arm_phi_cnf": arm_cnf,
+                           "base_phi_cnf": base_cnf, "verdict": v}
+                    lines.append(f"| {task} | {arm} | {_fmt(summarize(list(_by_seed(records, accuracy).values())))} | "
+                                 f"{_fmt(_diff(cost))} | {_fmt(_diff(arm_cnf))} | {arm_cnf['holds']}/{len(records)} | "
+                                 f"{_fmt(_diff(base_cnf))} | {base_cnf['holds']}/{len(base)} | {v} |")
+                    pick = tuned_record(results, task)
+                    if pick is not None:
+                        tune = pick.get("tune") or {}
+                        study = pick.get("study") or {}
+                        notes.append(f"- {task}: the pick is trial {tune.get('trial')} of {study.get('trials_complete')} "
+                                     f"complete trials ({tune.get('selected_by')}).")
                 elif claim.kind == "retention":
                     ret = _by_seed(records, lambda r: accuracy(r) / r["teacher_test_accuracy"])
                     stats = summarize(list(ret.values()))
@@ -328,15 +501,16 @@ def render(results: Path, tasks: Sequence[str]) -> tuple[list[str], list[dict]]:
                 else:
                     sig = _by_seed(records, lambda r: r["eval"]["test"].get("sigma"))
                     kap = _by_seed(records, lambda r: r["eval"]["test"].get("kappa"))
-                    held = sum(bool(r["eval"]["test"].get("phi_cnf")) for r in records.values())
-                    cmp = paired(sig, kap, "less")
+                    cmp = _phi_cnf(records)
+                    held = cmp["holds"]
                     row = {"claim": claim.id, "task": task, "arm": arm, "sigma": summarize(list(sig.values())),
-                           "kappa": summarize(list(kap.values())), "holds": held, **cmp}
+                           "kappa": summarize(list(kap.values())), **cmp}
                     lines.append(f"| {task} | {arm} | {_fmt(row['sigma'])} | {_fmt(row['kappa'])} | "
-                                 f"{_fmt({k[5:]: v for k, v in cmp.items() if k.startswith('diff_')})} | "
+                                 f"{_fmt(_diff(cmp))} | "
                                  f"{held}/{len(records)} | {cmp['verdict'] if cmp['diff_n'] >= 2 else 'not run'} |")
                 rows.append(row)
-        lines.append("")
+        lines += ["", *notes, ""] if notes else [""]
+        notes = []
     lines += ["Verdicts: **confirmed** when the 95% interval (of the paired difference, or of the retention) lies "
               "wholly on the claimed side; **refuted** when it lies wholly on the other side; **inconclusive** when "
               "it contains zero (or the paper's figure). Intervals are t-intervals over seeds (n per arm shown)."]
@@ -374,6 +548,14 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, int] = {}
     if not args.render_only:
         configs = args.configs or default_configs(not args.skip_optional)
+        if TUNED_PICK in configs:
+            from confkd.config import load_params
+
+            base = load_params(repo / "params.yaml").tune.base
+            if base != TUNE_BASE:
+                print(f"confkd claims: the tuning claim compares with {TUNE_BASE}, but params.yaml's tune.base is "
+                      f"{base!r}", file=sys.stderr)
+                return 2
         try:
             counts = run_grid(Runner(repo, results), grid(args.tasks, configs, args.seeds), data_dirs, args.jobs,
                               wait=not args.no_wait, poll_seconds=args.poll)

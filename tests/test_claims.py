@@ -3,11 +3,13 @@
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from confkd.claims import Experiment, grid, paired, render, summarize, verdict
+from confkd.claims import (TUNE_BASE, TUNED_PICK, Experiment, Runner, TuneRun, flatten, grid, override_value, paired,
+                           render, run_grid, summarize, tuning_verdict, verdict)
 
 from .conftest import REPO_ROOT, copy_repo_tiny, run_checked
 
@@ -58,6 +60,86 @@ def test_experiment_names_and_overrides():
         grid(["sst2"], ["kd_logits"], 0)
 
 
+def test_override_values_and_a_nested_definition_become_dvc_set_overrides():
+    assert [override_value(v) for v in (None, True, 3, 2.7306109164498475, "mse_logits", "a b", [1, "x"])] == [
+        "null", "true", "3", "2.7306109164498475", "mse_logits", '"a b"', "[1,x]"]
+    assert override_value("null") == '"null"'  # the word, not the value
+    assert flatten({"method": "kd_logits", "student": {"num_layers": 2, "init_scheme": "skip"}, "x": {}}) == {
+        "method": "kd_logits", "student.num_layers": 2, "student.init_scheme": "skip", "x": {}}
+    pick = {"method": "kd_logits", "temperature": 2.5, "student": {"num_layers": 2}, "seed": 42}
+    over = Experiment("sst2", TUNED_PICK, 1).overrides({"sst2": "data/sst2"}, pick)
+    assert over == ["task.name=sst2", "task.data_dir=data/sst2", f"++distill.configs.{TUNED_PICK}.method=kd_logits",
+                    f"++distill.configs.{TUNED_PICK}.temperature=2.5",
+                    f"++distill.configs.{TUNED_PICK}.student.num_layers=2", f"++distill.configs.{TUNED_PICK}.seed=1"]
+    assert TuneRun("tweet_offensive").name == "tweet-offensive-tune"
+
+
+def test_tuning_verdict_needs_the_pick_to_hold_where_its_start_does_not():
+    assert tuning_verdict("confirmed", "refuted") == "confirmed"
+    assert tuning_verdict("confirmed", "inconclusive") == "confirmed"
+    assert tuning_verdict("confirmed", "confirmed").startswith("inconclusive")
+    assert tuning_verdict("refuted", "refuted") == "refuted"
+    assert tuning_verdict("inconclusive", "refuted") == "inconclusive"
+
+
+class FakeQueue(Runner):
+    """Runner with DVC replaced by a queue that finishes one experiment per look; collect* are the real ones."""
+
+    def __init__(self, repo, results):
+        super().__init__(repo, results)
+        self.status, self.queued, self.defs = {}, [], {}
+
+    def dvc(self, *args, check=True):
+        return ""
+
+    def queue(self, exp, data_dirs, definition=None):
+        self.queued.append(exp.name)
+        self.defs[exp.name] = definition
+        self.status[exp.name] = "Queued"
+
+    def queue_tune(self, run, data_dirs):
+        self.queued.append(run.name)
+        self.status[run.name] = "Queued"
+
+    def queue_status(self):
+        first = next((n for n, s in self.status.items() if s == "Queued"), None)
+        if first:
+            self.status[first] = "Success"
+        return dict(self.status)
+
+    def finished(self):
+        return {n: _fake_exp_data(n) for n, s in self.status.items() if s == "Success"}
+
+    def read_at(self, rev, path):
+        assert rev == "rev-sst2-tune" and path.as_posix() == "tune/best_params.yaml"
+        return yaml.safe_dump({"tune": {"trial": 3, "selected_by": "most accurate with dev_sigma <= kappa"},
+                               "distill": {"configs": {"tuned": {"method": "kd_logits", "temperature": 3.0}}}})
+
+
+def _fake_exp_data(name):
+    config = name.split("-s")[0].split("-", 1)[1].replace("-", "_") if not name.endswith("-tune") else None
+    ev = {"task": "sst2", "test": {"accuracy": 0.85, "sigma": 0.07, "kappa": 0.08, "phi_cnf": 1.0}}
+    metrics = {"metrics/eval/teacher.json": {"data": {**ev, "test": {"accuracy": 0.88}}},
+               "metrics/tune.json": {"data": {"trials_complete": 10}}}
+    if config:
+        metrics[f"metrics/eval/{config}.json"] = {"data": ev}
+    return {"rev": f"rev-{name}", "metrics": metrics}
+
+
+def test_a_tuned_pick_is_queued_once_its_task_tune_run_is_collected(tmp_path):
+    runner = FakeQueue(tmp_path, tmp_path / "claims")
+    experiments = grid(["sst2"], [TUNE_BASE, TUNED_PICK], 2)
+    counts = run_grid(runner, experiments, {}, poll_seconds=0)
+    assert runner.queued[:3] == ["sst2-tune", "sst2-kd-logits-2l-s42", "sst2-kd-logits-2l-s1"]  # the picks wait
+    assert sorted(runner.queued[3:]) == ["sst2-tuned-pick-s1", "sst2-tuned-pick-s42"]
+    assert runner.defs["sst2-tuned-pick-s1"] == {"method": "kd_logits", "temperature": 3.0}  # from the tune run
+    pick = yaml.safe_load((tmp_path / "claims/sst2/tuned_pick.yaml").read_text())
+    assert pick["study"] == {"trials_complete": 10} and pick["tune"]["trial"] == 3
+    assert counts == {"had": 0, "collected": 5, "queued": 5, "failed": 0}
+    again = FakeQueue(tmp_path, tmp_path / "claims")
+    assert run_grid(again, experiments, {}, poll_seconds=0)["had"] == 5 and again.queued == []
+
+
 def _record(root, task, config, seed, acc, sigma=0.07, kappa=0.08, teacher=0.88):
     path = root / task / f"{config}-s{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +162,25 @@ def test_render_states_each_claim_from_the_files(tmp_path):
     assert by[("confidence", "kd_logits")]["verdict"] == "confirmed"
     text = "\n".join(lines)
     assert "| sst2 | internal_sid | — | 0.8610" in text and "not run" in text
+
+
+def test_render_states_whether_tuning_restores_phi_cnf_and_its_cost(tmp_path):
+    for seed, (base_acc, base_sig, pick_acc, pick_sig) in zip((42, 1, 2), ((0.835, 0.086, 0.850, 0.075),
+                                                                          (0.830, 0.088, 0.846, 0.074),
+                                                                          (0.838, 0.085, 0.851, 0.076))):
+        _record(tmp_path, "sst2", TUNE_BASE, seed, base_acc, sigma=base_sig)
+        _record(tmp_path, "sst2", TUNED_PICK, seed, pick_acc, sigma=pick_sig)
+    (tmp_path / "sst2" / "tuned_pick.yaml").write_text(yaml.safe_dump(
+        {"config": {}, "tune": {"trial": 6, "selected_by": "best dev_sigma"}, "study": {"trials_complete": 10}}))
+    lines, rows = render(tmp_path, ["sst2"])
+    row = next(r for r in rows if r["claim"] == "tuning")
+    assert row["verdict"] == "confirmed"  # sigma - kappa of the pick: about -0.005 on every seed; the start: +0.006
+    assert row["arm_phi_cnf"]["holds"] == 3 and row["base_phi_cnf"]["holds"] == 0
+    assert row["accuracy_change"]["diff_mean"] == pytest.approx(0.0147, abs=1e-4)
+    assert "- sst2: the pick is trial 6 of 10 complete trials (best dev_sigma)." in lines
+    _record(tmp_path, "sst2", TUNED_PICK, 2, 0.851, sigma=0.095)  # one seed well above kappa: no longer confirmed
+    row = next(r for r in render(tmp_path, ["sst2"])[1] if r["claim"] == "tuning")
+    assert row["verdict"] == "inconclusive" and row["arm_phi_cnf"]["holds"] == 2
 
 
 def _run(args, cwd):
@@ -115,3 +216,16 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
     assert "| sst2 | kd_logits |" in table
     second = _run(cmd, root)
     assert "'queued': 0" in second.stderr and "'had': 4" in second.stderr
+
+
+def test_read_at_reads_the_file_as_the_experiment_committed_it(tmp_path):
+    (tmp_path / "tune").mkdir()
+    (tmp_path / "tune/best_params.yaml").write_text("tune: {trial: 1}\n")
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "exp"]):
+        _run(cmd, tmp_path)
+    rev = _run(["git", "rev-parse", "HEAD"], tmp_path).stdout.strip()
+    (tmp_path / "tune/best_params.yaml").write_text("tune: {trial: 2}\n")  # the workspace moved on
+    runner = Runner(tmp_path, tmp_path / "claims")
+    assert yaml.safe_load(runner.read_at(rev, Path("tune/best_params.yaml"))) == {"tune": {"trial": 1}}
+    with pytest.raises(RuntimeError, match="git show"):
+        runner.read_at(rev, Path("tune/missing.yaml"))
