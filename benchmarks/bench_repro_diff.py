@@ -1,10 +1,12 @@
 """Did the rerun reproduce the committed results? The largest difference per metrics file, old run vs new.
 
-    python benchmarks/bench_repro_diff.py --base ff0cb7d
+    python benchmarks/bench_repro_diff.py --base ff0cb7d [--all-keys] [--name repro_diff]
 
 Compares every metrics file of the workspace with the same file at ``--base`` (git), over the numeric keys
 both have. Keys whose definition changed on purpose (sigma and kappa and what derives from them) and wall-clock
-timings are listed apart: they are not expected to match. Writes benchmarks/results/repro_diff.{md,json}.
+timings are listed apart: they are not expected to match; ``--all-keys`` compares the former too (a rerun with no
+redefinition). A file identical to the base's is marked "identical file" (not rerun, or rerun to the same
+bytes). Writes benchmarks/results/<name>.{md,json}.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ def _numbers(flat: dict) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True)
+    parser.add_argument("--all-keys", action="store_true", help="compare sigma, kappa and the like too")
+    parser.add_argument("--name", default="repro_diff")
     args = parser.parse_args()
+    redefined = re.compile(r"(?!)") if args.all_keys else REDEFINED  # (?!) matches nothing
     files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "metrics").rglob("*.json"))
     rows = []
     for rel in files:
@@ -39,22 +44,26 @@ def main() -> None:
         if old.returncode != 0:
             rows.append({"file": rel, "status": "new file"})
             continue
+        if old.stdout == (ROOT / rel).read_text():
+            rows.append({"file": rel, "status": "identical file"})
+            continue
         a = _numbers(flatten(json.loads(old.stdout), rel))
         b = _numbers(flatten(json.loads((ROOT / rel).read_text()), rel))
         common = sorted(set(a) & set(b))
-        same_def = [k for k in common if not REDEFINED.search(k) and not TIMING.search(k)]
+        same_def = [k for k in common if not redefined.search(k) and not TIMING.search(k)]
         diffs = {k: abs(a[k] - b[k]) for k in same_def}
         worst = max(diffs, key=diffs.get) if diffs else None
         rows.append({"file": rel, "status": "compared", "keys": len(same_def),
                      "max_abs_diff": diffs[worst] if worst else 0.0, "worst_key": worst,
-                     "redefined_keys": sum(bool(REDEFINED.search(k)) for k in common),
+                     "redefined_keys": sum(bool(redefined.search(k)) for k in common),
                      "timing_keys": sum(bool(TIMING.search(k)) for k in common),
                      "new_keys": len(set(b) - set(a)), "dropped_keys": len(set(a) - set(b))})
     md = [f"# Rerun vs committed results (`{args.base}` → workspace)", "",
-          f"Machine: {machine()}. Command: `python benchmarks/bench_repro_diff.py --base {args.base}`.", "",
-          "Compared: numeric keys present in both, excluding keys redefined on purpose (sigma, kappa, phi_cnf, the "
-          "confidence correlations and what derives from them; the final training KL, now measured on the train sample) "
-          "and wall-clock timings.",
+          f"Machine: {machine()}. Command: `python benchmarks/bench_repro_diff.py --base {args.base}"
+          f"{' --all-keys' if args.all_keys else ''} --name {args.name}`.", "",
+          "Compared: numeric keys present in both, excluding wall-clock timings"
+          + ("." if args.all_keys else " and keys redefined on purpose (sigma, kappa, phi_cnf, the confidence "
+             "correlations and what derives from them; the final training KL, now measured on the train sample)."),
           "", "| metrics file | keys compared | largest difference | key | new / dropped keys |", "|---|---|---|---|---|"]
     for r in rows:
         if r["status"] != "compared":
@@ -62,7 +71,7 @@ def main() -> None:
         else:
             md.append(f"| {r['file']} | {r['keys']} | {r['max_abs_diff']:.3g} | {r['worst_key'] or '—'} | "
                       f"{r['new_keys']} / {r['dropped_keys']} |")
-    write_results("repro_diff", {"base": args.base, "rows": rows, "machine": machine()}, md)
+    write_results(args.name, {"base": args.base, "all_keys": args.all_keys, "rows": rows, "machine": machine()}, md)
 
 
 if __name__ == "__main__":
