@@ -425,10 +425,12 @@ def _diff(cmp: dict) -> dict:
 
 
 def _phi_cnf(records: dict[int, dict]) -> dict[str, Any]:
-    """sigma - kappa on test, paired over seeds (expected below 0), and how many seeds hold phi_cnf."""
+    """Test sigma and kappa over seeds, sigma - kappa paired over seeds (expected below 0), and how many seeds hold
+    phi_cnf."""
     sig = _by_seed(records, lambda r: r["eval"]["test"].get("sigma"))
     kap = _by_seed(records, lambda r: r["eval"]["test"].get("kappa"))
-    return {**paired(sig, kap, "less"), "holds": sum(bool(r["eval"]["test"].get("phi_cnf")) for r in records.values())}
+    return {"sigma": summarize(list(sig.values())), "kappa": summarize(list(kap.values())), **paired(sig, kap, "less"),
+            "holds": sum(bool(r["eval"]["test"].get("phi_cnf")) for r in records.values())}
 
 
 def tuning_verdict(arm: str, base: str) -> str:
@@ -499,15 +501,10 @@ def render(results: Path, tasks: Sequence[str]) -> tuple[list[str], list[dict]]:
                     row = {"claim": claim.id, "task": task, "arm": arm, "stats": stats, "reference": paper, "verdict": v}
                     lines.append(f"| {task} | {arm} | {_fmt(stats, pct=True)} | {100 * paper:.1f}% | {v} |")
                 else:
-                    sig = _by_seed(records, lambda r: r["eval"]["test"].get("sigma"))
-                    kap = _by_seed(records, lambda r: r["eval"]["test"].get("kappa"))
                     cmp = _phi_cnf(records)
-                    held = cmp["holds"]
-                    row = {"claim": claim.id, "task": task, "arm": arm, "sigma": summarize(list(sig.values())),
-                           "kappa": summarize(list(kap.values())), **cmp}
-                    lines.append(f"| {task} | {arm} | {_fmt(row['sigma'])} | {_fmt(row['kappa'])} | "
-                                 f"{_fmt(_diff(cmp))} | "
-                                 f"{held}/{len(records)} | {cmp['verdict'] if cmp['diff_n'] >= 2 else 'not run'} |")
+                    row = {"claim": claim.id, "task": task, "arm": arm, **cmp}
+                    lines.append(f"| {task} | {arm} | {_fmt(cmp['sigma'])} | {_fmt(cmp['kappa'])} | {_fmt(_diff(cmp))} | "
+                                 f"{cmp['holds']}/{len(records)} | {cmp['verdict'] if cmp['diff_n'] >= 2 else 'not run'} |")
                 rows.append(row)
         lines += ["", *notes, ""] if notes else [""]
         notes = []
