@@ -200,7 +200,7 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "tiny pipeline"], root)
     cmd = [sys.executable, "-m", "confkd.entry", "claims", "--tasks", "sst2", "--configs", "kd_logits", "ft_only",
-           "--seeds", "2", "--poll", "15", "--repo", str(root)]
+           "--seeds", "2", "--poll", "3", "--repo", str(root)]
     first = _run(cmd, root)
     files = sorted(p.relative_to(root / "benchmarks/results/claims").as_posix()
                    for p in (root / "benchmarks/results/claims").rglob("*.json"))
@@ -212,6 +212,12 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
     a, b = records["sst2/kd_logits-s42.json"], records["sst2/kd_logits-s1.json"]
     assert a["teacher_test_accuracy"] == b["teacher_test_accuracy"]
     assert a["eval"]["test"]["kl_to_teacher"] != b["eval"]["test"]["kl_to_teacher"]
+    # DVC's run cache restores what the seeds share (data, teachers, the teacher's evaluation): the last
+    # experiment trains and evaluates its own student only
+    last = _run([sys.executable, "-m", "dvc", "queue", "logs", "sst2-ft-only-s1"], root).stdout
+    for stage in ("prepare", "validate", "teacher", "evaluate_teacher"):
+        assert f"Stage '{stage}' is cached - skipping run" in last, last[-3000:]
+    assert "Running stage 'distill@ft_only'" in last and "Running stage 'evaluate@ft_only'" in last
     table = (root / "benchmarks/results/claims.md").read_text()
     assert "| sst2 | kd_logits |" in table
     second = _run(cmd, root)

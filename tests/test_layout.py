@@ -76,3 +76,50 @@ def test_stage_names():
     assert train_stage("tuned", tuned_name="tuned") == DISTILL_TUNED
     assert evaluate_stage(TEACHER) == "evaluate_teacher" and evaluate_stage("kd") == "evaluate@kd"
     assert evaluate_stage("tuned", tuned_name="tuned") == "evaluate_tuned"
+
+
+# -- DVC's run cache ------------------------------------------------------------------------------------------
+
+# The stages DVC cannot restore from its run cache, and why. Every other stage must stay restorable: a queued
+# experiment (`confkd claims`) or the head side of a pull request then reruns only what its change touches.
+NOT_RUN_CACHED = {
+    "tune": "the Optuna study persists across runs (resumable), and DVC never run-caches a persistent output",
+    "report": "reports/summary.md is tracked by git, not by DVC (cache: false)",
+    "export": "reports/export.md is tracked by git, not by DVC (cache: false)",
+}
+
+
+def run_cache_blockers(stage) -> list[str]:
+    """Why DVC would not save ``stage`` to its run cache (dvc/stage: ``Stage.run`` skips it when an output
+    other than a metric or a plot has ``cache: false``; ``stage/cache._can_hash`` refuses persistent outputs)."""
+    return ([f"{o.def_path}: cache: false" for o in stage.outs
+             if not o.use_cache and not (o.is_metric or o.is_plot)]
+            + [f"{o.def_path}: persist: true" for o in stage.outs if o.persist])
+
+
+def _stages(root: Path) -> dict:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {s.name: run_cache_blockers(s) for s in repo.index.stages if getattr(s, "name", None)}
+
+
+def test_every_stage_but_the_listed_ones_is_restored_from_the_run_cache():
+    blockers = _stages(REPO_ROOT)
+    assert {name for name, why in blockers.items() if why} == set(NOT_RUN_CACHED), blockers
+    assert blockers["evaluate_teacher"] == [] and blockers["prepare"] == []
+
+
+def test_the_run_cache_check_fails_on_an_uncached_report_or_a_persistent_output(tmp_path):
+    """The check above is not vacuous: a git-tracked report among a stage's outputs, or a persistent output,
+    is named; the same file declared as a plot is not."""
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config").write_text("[core]\n    no_scm = true\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  figures_as_outs:\n    cmd: 'true'\n    deps: [x]\n    outs: [{figs: {cache: false}}]\n"
+        "  figures_as_plots:\n    cmd: 'true'\n    deps: [x]\n    outs: [y]\n    plots: [{figs2: {cache: false}}]\n"
+        "  study:\n    cmd: 'true'\n    deps: [x]\n    outs: [{db: {persist: true}}]\n")
+    blockers = _stages(tmp_path)
+    assert blockers == {"figures_as_outs": ["figs: cache: false"], "figures_as_plots": [],
+                        "study": ["db: persist: true"]}
