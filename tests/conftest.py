@@ -19,26 +19,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
 
-# The suite runs on every core (pytest-xdist: ``-n auto --dist loadgroup --no-loadscope-reorder`` in
-# pyproject.toml). Tests that share a module-scoped fixture (a repository copy a pipeline ran in, a trained tiny
-# model, a server) form one group, run on one worker in file order: the fixture is built once, and a test that
-# builds on the one before it finds its work done. Every other test is a unit of its own. The end-to-end tests
-# take minutes each, the rest seconds: they are handed out first, slowest first, so no worker is left with a
-# long one at the end (longest-processing-time-first).
-SLOWEST_FIRST = ("test_claims.py", "test_rehearse_pr.py", "test_multiclass_pipeline.py", "test_tune_flow.py",
-                 "test_flows.py", "test_pipeline_integration.py", "test_distributed.py", "test_postgres_storage.py",
-                 "test_tuning.py", "test_export.py")
+# The suite runs on every core (pytest-xdist: ``-n auto --dist loadfile --no-loadscope-reorder`` in
+# pyproject.toml). All tests of a file run on one worker, in file order: tests that share a module-scoped fixture
+# (a repository copy a pipeline ran in, a trained tiny model, a server) build it once, and a test that builds on
+# the one before it finds its work done. (Not ``--dist loadgroup``: pytest-xdist 3.8 marks a group by rewriting
+# ``item._nodeid``, which pytest 9.2 no longer reads, so groups were silently split across workers.) The
+# end-to-end files take minutes each, the rest seconds: they are handed out first, slowest first, so no worker
+# is left with a long one at the end (longest-processing-time-first).
+SLOWEST_FIRST = ("test_claims.py", "test_rehearse_pr.py", "test_multiclass_pipeline.py", "test_flows.py",
+                 "test_pipeline_integration.py", "test_tune_flow.py", "test_distributed.py", "test_tuning.py",
+                 "test_export.py", "test_postgres_storage.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     position = {id(item): i for i, item in enumerate(items)}
     items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), position[id(item)]))
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        shared = info is not None and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")
