@@ -249,10 +249,22 @@ class Runner:
                 out[parts[1]] = parts[-1]
         return out
 
+    def baselines(self) -> list[str]:
+        """The commits that experiments were run from: ``dvc exp list -A`` prints ``<baseline>:`` (a branch
+        name, or a short SHA once the branch has moved on), then that baseline's experiments, indented."""
+        return [line[:-1] for line in self.dvc("exp", "list", "-A").splitlines()
+                if line.strip() and not line[0].isspace() and line.endswith(":")]
+
     def finished(self) -> dict[str, dict]:
-        """Experiment name -> its data (``params``, ``metrics``) as ``dvc exp show -A --json`` gives it."""
+        """Experiment name -> its data (``params``, ``metrics``) as ``dvc exp show --json`` gives it, for the
+        baselines that have experiments (not ``-A``: that reads the metrics of every commit of the history,
+        minutes on a long one, at every look at the queue)."""
+        revs = self.baselines()
+        if not revs:
+            return {}
         out = {}
-        for baseline in json.loads(self.dvc("exp", "show", "-A", "--json") or "[]"):
+        shown = self.dvc("exp", "show", "--json", *[a for rev in revs for a in ("--rev", rev)])
+        for baseline in json.loads(shown or "[]"):
             for exp in baseline.get("experiments") or []:
                 for rev in exp.get("revs") or []:
                     if rev.get("name") and rev.get("data") and not rev.get("error"):
