@@ -55,6 +55,10 @@ def test_experiment_names_and_overrides():
     assert "++distill.configs.tinybert_grid.intermediate.hidden.weight=4.0" in over
     assert over[-1] == "++distill.configs.tinybert_grid.seed=1"
     assert Experiment("sst2", "kd_logits", 42).overrides({})[-1] == "++distill.configs.kd_logits.seed=42"
+    # the seed params.yaml already gives the configuration is not spelled out (the pipeline's own stages then
+    # stay up to date); any other seed is
+    assert not any("seed" in o for o in Experiment("sst2", "kd_logits", 42).overrides({}, pipeline_seed=42))
+    assert Experiment("sst2", "kd_logits", 1).overrides({}, pipeline_seed=42)[-1] == "++distill.configs.kd_logits.seed=1"
     assert [e.seed for e in grid(["sst2"], ["kd_logits"], 3)] == [42, 1, 2]
     with pytest.raises(ValueError):
         grid(["sst2"], ["kd_logits"], 0)
@@ -222,6 +226,17 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
     assert "| sst2 | kd_logits |" in table
     second = _run(cmd, root)
     assert "'queued': 0" in second.stderr and "'had': 4" in second.stderr
+
+
+def test_the_pipeline_seed_of_a_configuration_comes_from_params_yaml(tmp_path):
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["seed"] = 7
+    params["distill"]["configs"]["kd_logits"]["seed"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    runner = Runner(tmp_path, tmp_path / "claims")
+    assert runner.pipeline_seed("kd_logits") == 3  # its own
+    assert runner.pipeline_seed("ft_only") == 7  # the global seed
+    assert runner.pipeline_seed("tinybert_grid") is None  # not in params.yaml: defined by the claims
 
 
 def test_read_at_reads_the_file_as_the_experiment_committed_it(tmp_path):
