@@ -238,12 +238,26 @@ class Runner:
         # from its root), not an editable install of another checkout.
         self.env["PYTHONPATH"] = os.pathsep.join(p for p in (".", self.env.get("PYTHONPATH")) if p)
 
+    command: tuple[str, ...] = (sys.executable, "-m", "dvc")  # the DVC command line
+
     def dvc(self, *args: str, check: bool = True) -> str:
-        proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=self.repo, env=self.env, capture_output=True,
-                              text=True)
+        proc = subprocess.run([*self.command, *args], cwd=self.repo, env=self.env, capture_output=True, text=True)
         if check and proc.returncode != 0:
             raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
         return proc.stdout
+
+    def start(self, jobs: int, check: bool = True) -> None:
+        """``dvc queue start``. Its worker outlives the command and inherits the command's output, so that output
+        goes to a file: with a pipe (as :meth:`dvc` captures) this call would block until the worker exits, that
+        is until the whole queue is done, and nothing would be collected as experiments finish."""
+        import tempfile
+
+        with tempfile.TemporaryFile("w+") as out:
+            proc = subprocess.run([*self.command, "queue", "start", "-j", str(jobs)], cwd=self.repo, env=self.env,
+                                  stdout=out, stderr=subprocess.STDOUT, text=True)
+            if check and proc.returncode != 0:
+                out.seek(0)
+                raise RuntimeError(f"dvc queue start failed ({proc.returncode}):\n{out.read()[-3000:]}")
 
     def queue_status(self) -> dict[str, str]:
         """Experiment name -> status (Queued, Running, Success, Failed) from ``dvc queue status``."""
@@ -390,7 +404,7 @@ def run_grid(runner: Runner, experiments: list[Experiment], data_dirs: dict[str,
              len(units), counts["had"], counts["collected"], counts["queued"], len(waiting))
     if not todo or not wait:
         return counts
-    runner.dvc("queue", "start", "-j", str(jobs))
+    runner.start(jobs)
     pending = {u.name: u for u in todo if u not in waiting}
     while pending:
         time.sleep(poll_seconds)
@@ -408,7 +422,7 @@ def run_grid(runner: Runner, experiments: list[Experiment], data_dirs: dict[str,
                     enqueue(u)
                     pending[u.name] = u
                 if released:
-                    runner.dvc("queue", "start", "-j", str(jobs), check=False)  # a no-op while a worker runs
+                    runner.start(jobs, check=False)  # a no-op while a worker runs
             elif status.get(name) == "Failed":
                 log.error("experiment %s failed (see `dvc queue logs %s`); rerun this command to queue it again",
                           name, name)

@@ -96,6 +96,9 @@ class FakeQueue(Runner):
     def dvc(self, *args, check=True):
         return ""
 
+    def start(self, jobs, check=True):
+        pass
+
     def queue(self, exp, data_dirs, definition=None):
         self.queued.append(exp.name)
         self.defs[exp.name] = definition
@@ -237,6 +240,23 @@ def test_the_pipeline_seed_of_a_configuration_comes_from_params_yaml(tmp_path):
     assert runner.pipeline_seed("kd_logits") == 3  # its own
     assert runner.pipeline_seed("ft_only") == 7  # the global seed
     assert runner.pipeline_seed("tinybert_grid") is None  # not in params.yaml: defined by the claims
+
+
+def test_starting_the_queue_returns_while_its_worker_runs_on(tmp_path):
+    """`dvc queue start` leaves a worker behind that inherits its output. Here a stand-in command does the same
+    (a child that lives 20 s); start() returns at once, where a captured pipe would wait for the child."""
+    import time
+
+    runner = Runner(tmp_path, tmp_path / "claims")
+    worker = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(20)']); print('up')"
+    runner.command = (sys.executable, "-c", worker)
+    t0 = time.perf_counter()
+    runner.start(1)
+    assert time.perf_counter() - t0 < 10
+    runner.command = (sys.executable, "-c", "import sys; print('no queue'); sys.exit(3)")
+    with pytest.raises(RuntimeError, match="no queue"):
+        runner.start(1)
+    runner.start(1, check=False)  # a second start while a worker runs may fail harmlessly
 
 
 def test_read_at_reads_the_file_as_the_experiment_committed_it(tmp_path):
