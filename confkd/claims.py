@@ -227,6 +227,22 @@ def default_configs(include_optional: bool = True) -> list[str]:
                               for a in (*c.arms, *([c.baseline] if c.baseline else []))))
 
 
+def finished_experiments(shown: list[dict]) -> dict[str, dict]:
+    """Experiment name -> ``{"rev", **data}`` from ``dvc exp show --json``, finished experiments only. That list
+    also holds queued and running experiments, whose "metrics" are their baseline's (the files they started
+    from), so an experiment counts only when its executor's state is ``success`` (or it has no executor left:
+    DVC drops it once the queue entry is cleared)."""
+    out = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            if ((exp.get("executor") or {}).get("state") or "success") != "success":
+                continue
+            for rev in exp.get("revs") or []:
+                if rev.get("name") and rev.get("data") and not rev.get("error"):
+                    out[rev["name"]] = {"rev": rev["rev"], **rev["data"]}
+    return out
+
+
 class Runner:
     """The DVC side: queue, start, and read finished experiments back (all through the ``dvc`` CLI)."""
 
@@ -281,14 +297,8 @@ class Runner:
         revs = self.baselines()
         if not revs:
             return {}
-        out = {}
         shown = self.dvc("exp", "show", "--json", *[a for rev in revs for a in ("--rev", rev)])
-        for baseline in json.loads(shown or "[]"):
-            for exp in baseline.get("experiments") or []:
-                for rev in exp.get("revs") or []:
-                    if rev.get("name") and rev.get("data") and not rev.get("error"):
-                        out[rev["name"]] = {"rev": rev["rev"], **rev["data"]}
-        return out
+        return finished_experiments(json.loads(shown or "[]"))
 
     def _queue(self, name: str, overrides: list[str], *targets: str) -> None:
         self.dvc("exp", "run", "--queue", "-n", name, *[a for o in overrides for a in ("-S", o)], *targets)

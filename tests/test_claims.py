@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from confkd.claims import (TUNE_BASE, TUNED_PICK, Experiment, Runner, TuneRun, flatten, grid, override_value, paired,
-                           render, run_grid, summarize, tuning_verdict, verdict)
+from confkd.claims import (TUNE_BASE, TUNED_PICK, Experiment, Runner, TuneRun, finished_experiments, flatten, grid,
+                           override_value, paired, render, run_grid, summarize, tuning_verdict, verdict)
 
 from .conftest import REPO_ROOT, copy_repo_tiny, run_checked
 
@@ -240,6 +240,21 @@ def test_the_pipeline_seed_of_a_configuration_comes_from_params_yaml(tmp_path):
     assert runner.pipeline_seed("kd_logits") == 3  # its own
     assert runner.pipeline_seed("ft_only") == 7  # the global seed
     assert runner.pipeline_seed("tinybert_grid") is None  # not in params.yaml: defined by the claims
+
+
+def test_only_finished_experiments_are_read_back():
+    """`dvc exp show --json` lists queued and running experiments too, with their baseline's metrics: reading
+    those as results would record the pipeline's numbers under another seed."""
+    def exp(name, state):
+        executor = None if state is None else {"state": state, "name": "dvc-task"}
+        return {"name": name, "executor": executor,
+                "revs": [{"rev": f"r-{name}", "name": name, "error": None, "data": {"metrics": {"m": 1}}}]}
+
+    shown = [{"rev": "workspace", "experiments": None},
+             {"rev": "abc", "experiments": [exp("q", "queued"), exp("r", "running"), exp("f", "failed"),
+                                            exp("s", "success"), exp("done", None)]}]
+    assert finished_experiments(shown) == {"s": {"rev": "r-s", "metrics": {"m": 1}},
+                                           "done": {"rev": "r-done", "metrics": {"m": 1}}}
 
 
 def test_starting_the_queue_returns_while_its_worker_runs_on(tmp_path):
