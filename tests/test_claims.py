@@ -219,6 +219,13 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
     a, b = records["sst2/kd_logits-s42.json"], records["sst2/kd_logits-s1.json"]
     assert a["teacher_test_accuracy"] == b["teacher_test_accuracy"]
     assert a["eval"]["test"]["kl_to_teacher"] != b["eval"]["test"]["kl_to_teacher"]
+    # each experiment is collected as it finishes, while the queue runs on (not all at the end)
+    import re
+    from datetime import datetime
+
+    stamps = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") for m in
+              re.finditer(r"^(\S+ \S+),\d+ INFO confkd.claims: collected ", first.stderr, re.MULTILINE)]
+    assert len(stamps) == 4 and (stamps[-1] - stamps[0]).total_seconds() >= 10, first.stderr[-3000:]
     # DVC's run cache restores what the seeds share (data, teachers, the teacher's evaluation): the last
     # experiment trains and evaluates its own student only
     last = _run([sys.executable, "-m", "dvc", "queue", "logs", "sst2-ft-only-s1"], root).stdout
