@@ -22,6 +22,7 @@ next to the configuration the study starts from (``tune.base``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -257,23 +258,19 @@ class Runner:
     command: tuple[str, ...] = (sys.executable, "-m", "dvc")  # the DVC command line
 
     def dvc(self, *args: str, check: bool = True) -> str:
-        proc = subprocess.run([*self.command, *args], cwd=self.repo, env=self.env, capture_output=True, text=True)
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
-        return proc.stdout
-
-    def start(self, jobs: int, check: bool = True) -> None:
-        """``dvc queue start``. Its worker outlives the command and inherits the command's output, so that output
-        goes to a file: with a pipe (as :meth:`dvc` captures) this call would block until the worker exits, that
-        is until the whole queue is done, and nothing would be collected as experiments finish."""
+        """Run ``dvc *args``; its output goes through temporary files, not pipes: ``dvc queue start`` leaves a
+        worker behind that inherits the output, and a pipe would keep this call waiting until that worker exits
+        (until the whole queue is done), so nothing would be collected as experiments finish."""
         import tempfile
 
-        with tempfile.TemporaryFile("w+") as out:
-            proc = subprocess.run([*self.command, "queue", "start", "-j", str(jobs)], cwd=self.repo, env=self.env,
-                                  stdout=out, stderr=subprocess.STDOUT, text=True)
-            if check and proc.returncode != 0:
-                out.seek(0)
-                raise RuntimeError(f"dvc queue start failed ({proc.returncode}):\n{out.read()[-3000:]}")
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.run([*self.command, *args], cwd=self.repo, env=self.env, stdout=out, stderr=err, text=True)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
+        return stdout
 
     def queue_status(self) -> dict[str, str]:
         """Experiment name -> status (Queued, Running, Success, Failed) from ``dvc queue status``."""
@@ -303,12 +300,17 @@ class Runner:
     def _queue(self, name: str, overrides: list[str], *targets: str) -> None:
         self.dvc("exp", "run", "--queue", "-n", name, *[a for o in overrides for a in ("-S", o)], *targets)
 
+    @functools.cached_property
+    def params(self):
+        """The repository's params.yaml, parsed once."""
+        from confkd.config import load_params
+
+        return load_params(self.repo / "params.yaml")
+
     def pipeline_seed(self, config: str) -> int | None:
         """The seed ``config`` trains with in the repository's params.yaml (its own, else the global seed), or
         None when params.yaml has no such configuration."""
-        from confkd.config import load_params
-
-        params = load_params(self.repo / "params.yaml")
+        params = self.params
         if config not in params.distill.configs:
             return None
         seed = params.distill.resolve(config).seed
@@ -414,7 +416,7 @@ def run_grid(runner: Runner, experiments: list[Experiment], data_dirs: dict[str,
              len(units), counts["had"], counts["collected"], counts["queued"], len(waiting))
     if not todo or not wait:
         return counts
-    runner.start(jobs)
+    runner.dvc("queue", "start", "-j", str(jobs))
     pending = {u.name: u for u in todo if u not in waiting}
     while pending:
         time.sleep(poll_seconds)
@@ -432,7 +434,7 @@ def run_grid(runner: Runner, experiments: list[Experiment], data_dirs: dict[str,
                     enqueue(u)
                     pending[u.name] = u
                 if released:
-                    runner.start(jobs, check=False)  # a no-op while a worker runs
+                    runner.dvc("queue", "start", "-j", str(jobs), check=False)  # a no-op while a worker runs
             elif status.get(name) == "Failed":
                 log.error("experiment %s failed (see `dvc queue logs %s`); rerun this command to queue it again",
                           name, name)

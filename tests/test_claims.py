@@ -1,8 +1,11 @@
 """The claims grid: statistics by hand, the table from result files, and a real DVC queue on the tiny pipeline."""
 
 import json
+import re
 import shutil
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -95,9 +98,6 @@ class FakeQueue(Runner):
 
     def dvc(self, *args, check=True):
         return ""
-
-    def start(self, jobs, check=True):
-        pass
 
     def queue(self, exp, data_dirs, definition=None):
         self.queued.append(exp.name)
@@ -220,9 +220,6 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
     assert a["teacher_test_accuracy"] == b["teacher_test_accuracy"]
     assert a["eval"]["test"]["kl_to_teacher"] != b["eval"]["test"]["kl_to_teacher"]
     # each experiment is collected as it finishes, while the queue runs on (not all at the end)
-    import re
-    from datetime import datetime
-
     stamps = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") for m in
               re.finditer(r"^(\S+ \S+),\d+ INFO confkd.claims: collected ", first.stderr, re.MULTILINE)]
     assert len(stamps) == 4 and (stamps[-1] - stamps[0]).total_seconds() >= 10, first.stderr[-3000:]
@@ -266,19 +263,17 @@ def test_only_finished_experiments_are_read_back():
 
 def test_starting_the_queue_returns_while_its_worker_runs_on(tmp_path):
     """`dvc queue start` leaves a worker behind that inherits its output. Here a stand-in command does the same
-    (a child that lives 20 s); start() returns at once, where a captured pipe would wait for the child."""
-    import time
-
+    (a child that lives 20 s); the call returns at once, where a captured pipe would wait for the child."""
     runner = Runner(tmp_path, tmp_path / "claims")
     worker = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(20)']); print('up')"
     runner.command = (sys.executable, "-c", worker)
     t0 = time.perf_counter()
-    runner.start(1)
+    assert runner.dvc("queue", "start", "-j", "1") == "up\n"
     assert time.perf_counter() - t0 < 10
     runner.command = (sys.executable, "-c", "import sys; print('no queue'); sys.exit(3)")
     with pytest.raises(RuntimeError, match="no queue"):
-        runner.start(1)
-    runner.start(1, check=False)  # a second start while a worker runs may fail harmlessly
+        runner.dvc("queue", "start", "-j", "1")
+    runner.dvc("queue", "start", "-j", "1", check=False)  # a second start while a worker runs may fail harmlessly
 
 
 def test_read_at_reads_the_file_as_the_experiment_committed_it(tmp_path):
