@@ -42,9 +42,17 @@ log = logging.getLogger("confkd.claims")
 
 SEEDS = (42, 1, 2, 3, 4)  # 42 is the default pipeline's seed: that experiment is the pipeline's own run (up to date, no retraining)
 TASKS = ("sst2", "tweet_offensive")
-# Configurations the claims need beyond params.yaml: the mapping x weights grid's best row
+# Configurations the claims need beyond the default run's params.yaml (nested or dotted keys; a configuration
+# params.yaml already defines is taken from there): the SID arm of internal-representation KD, the 2-layer
+# student on the augmented transfer set, and the mapping x weights grid's best row
 # (benchmarks/results/mapping_grid.md: skip mapping, attention:hidden = 1:4, best dev accuracy over 3 seeds).
 EXTRA_CONFIGS: dict[str, dict[str, Any]] = {
+    "internal_sid": {"method": "internal_sid", "temperature": 2.0, "intermediate_steps": 150,
+                     "intermediate": {"scheme": "uniform", "attention": {"loss": "attention_kl", "weight": 1.0},
+                                      "cls": {"loss": "cls_cosine", "weight": 1.0}}},
+    "kd_logits_2l_aug": {"method": "kd_logits", "prediction_loss": "mse_logits", "alpha": 0.3, "learning_rate": 2.2e-4,
+                         "student": {"num_layers": 2, "init_scheme": "first"}, "augmented_size": "all",
+                         "max_steps": 5400, "eval_every_steps": 400},
     "tinybert_grid": {"method": "tinybert", "temperature": 1.0, "intermediate.scheme": "skip",
                       "intermediate.embedding.loss": "embedding_mse", "intermediate.embedding.weight": 1.0,
                       "intermediate.attention.loss": "attention_mse", "intermediate.attention.weight": 1.0,

@@ -269,18 +269,18 @@ class DistillConfig(TrainSettings):
                                      "(set student.hidden_size null for a student as wide as the teacher)")
         # Loss names and schemes are checked here, before any work; layer indices need the teacher's depth
         # and are checked when the run starts, before training.
-        from confkd.distill.losses import get_loss
+        from confkd.distill.loss_names import check_loss
         from confkd.distill.mapping import SCHEMES
 
         try:
-            get_loss(self.prediction_loss, "prediction")
+            check_loss(self.prediction_loss, "prediction")
             inter = self.intermediate
             for feature in ("attention", "hidden", "embedding", "cls"):
                 term = getattr(inter, feature)
                 if term is not None:
-                    get_loss(term.loss, feature)
+                    check_loss(term.loss, feature)
             for m in inter.matches:
-                get_loss(m.loss, m.feature)
+                check_loss(m.loss, m.feature)
         except ParamsError as err:
             raise ValueError(str(err)) from None
         for where, scheme in (("intermediate.scheme", self.intermediate.scheme), ("student.init_scheme", self.student.init_scheme)):

@@ -155,13 +155,27 @@ def test_bad_configurations_fail_at_parse_time(config, message):
         parse_params({"distill": {"configs": {"bad": config}}})
 
 
-def test_repository_configurations_cover_every_method():
+def test_repository_configurations_cover_every_kind_and_the_claims_configurations_parse():
+    """The default run has a student of every family; the research configurations that ``confkd claims`` adds
+    (ft_only aside, every other method among them) are valid configurations of this params.yaml."""
+    from confkd.claims import EXTRA_CONFIGS, flatten
+
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     parsed = parse_params(params)
     methods = {parsed.distill.resolve(n).method for n in parsed.distill.configs}
-    assert {"ft_only", "kd_logits", "tinybert", "internal_pid", "internal_sid", "sparse_dan", "sparse_dan_no_kd"} <= methods
-    for name in ("ft_only", "kd_logits", "tinybert", "internal_pid", "internal_sid", "sparse_dan", "sparse_dan_no_kd"):
-        assert name in parsed.distill.configs
+    assert {"kd_logits", "tinybert", "internal_pid", "sparse_dan", "sparse_dan_no_kd"} <= methods
+    for name, definition in EXTRA_CONFIGS.items():
+        config: dict = {}
+        for dotted, value in flatten(definition).items():  # dotted keys back to nested, as Hydra's ++ does
+            *parents, leaf = dotted.split(".")
+            node = config
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        params["distill"]["configs"][name] = config
+    parsed = parse_params(params)
+    assert {parsed.distill.resolve(n).method for n in EXTRA_CONFIGS} == {"internal_sid", "kd_logits", "tinybert"}
+    assert parsed.distill.resolve("tinybert_grid").intermediate.hidden.weight == 4.0
 
 
 def test_interrupted_distillation_resumes_to_the_same_result(trained_teacher, tiny_model_dir, tmp_path, monkeypatch):

@@ -294,3 +294,23 @@ def test_kind_mismatch_errors():
         get_loss("hard_ce", "prediction")
     with pytest.raises(ParamsError, match="unknown loss kind"):
         get_loss("kl", "logits")
+
+
+def test_every_declared_loss_is_implemented_and_the_schema_check_needs_no_torch():
+    import subprocess
+    import sys
+
+    from confkd.distill.loss_names import LOSS_KINDS
+
+    assert {n: s.kind for n, s in LOSSES.items()} == LOSS_KINDS
+    # an undeclared registration fails at once
+    from confkd.distill.losses import register_loss
+    with pytest.raises(ValueError, match="not declared"):
+        register_loss("no_such_loss", "prediction")(lambda s, t, temperature=1.0: s)
+    with pytest.raises(ValueError, match="already registered"):
+        register_loss("kl", "prediction")(lambda s, t, temperature=1.0: s)
+    # parsing params (loss names included) imports no torch: prepare, validate and evaluate start fast
+    code = ("import sys; from confkd.config import parse_params; "
+            "parse_params({'distill': {'configs': {'t': {'method': 'tinybert'}}}}); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -35,7 +35,7 @@ def repo(tmp_path):
 def test_quick_overrides_are_read_from_the_script_quotes_and_removals_included():
     overrides = _quick_overrides()
     assert "prepare.train_fraction=0.02" in overrides
-    assert "~distill.configs.internal_sid" in overrides  # quoted in the script, unquoted here
+    assert "~distill.configs.internal_pid" in overrides  # quoted in the script, unquoted here
     assert "export.models=[teacher,tinybert,sparse_dan]" in overrides
     assert not any(o.startswith("-") or "#" in o for o in overrides)
 
@@ -51,7 +51,7 @@ def test_quick_profile_keeps_one_student_per_kind_and_a_consistent_configuration
     assert not [f for f in check_configs(params) if f.severity == ERROR]
     # comments and the untouched keys survive DVC's round trip
     text = (repo / "params.yaml").read_text()
-    assert "# Every knob of the pipeline." in text and "kd_logits_2l_aug" not in yaml.safe_load(text)["distill"]["configs"]
+    assert "# Every knob of the pipeline." in text and "internal_pid" not in yaml.safe_load(text)["distill"]["configs"]
 
 
 @pytest.mark.parametrize("override, needle", [

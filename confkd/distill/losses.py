@@ -18,7 +18,8 @@ Conventions shared by every function here:
 * when nothing is left to average over (all rows unlabeled, an all-padding mask) the result is a zero
   that is still connected to the student's graph, so ``backward()`` works and yields zero gradients.
 
-``FEATURE_LOSSES`` lists which intermediate losses make sense for which feature.
+Names, kinds and which intermediate losses fit which feature (``FEATURE_LOSSES``) are declared in
+``loss_names.py``, which params are checked against without importing torch.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from typing import Callable, Literal, Optional
 import torch
 import torch.nn.functional as F
 
+from confkd.distill.loss_names import FEATURE_LOSSES, KINDS, LOSS_KINDS, check_loss  # noqa: F401 (re-exported)
 from confkd.errors import ParamsError
 
 LossKind = Literal["prediction", "hard", "intermediate"]
-KINDS: tuple[str, ...] = ("prediction", "hard", "intermediate")
 
 _EPS = 1e-12  # clamp for log() of attention probabilities
 
@@ -57,6 +58,8 @@ def register_loss(name: str, kind: str) -> Callable[[Callable], Callable]:
     def deco(fn: Callable) -> Callable:
         if name in LOSSES:
             raise ValueError(f"loss '{name}' is already registered")
+        if LOSS_KINDS.get(name) != kind:
+            raise ValueError(f"loss '{name}' ({kind}) is not declared as such in confkd/distill/loss_names.py")
         LOSSES[name] = LossSpec(name, fn, kind)
         return fn
 
@@ -249,14 +252,6 @@ def cls_cosine(student: torch.Tensor, teacher: torch.Tensor, mask: Optional[torc
 # ---------------------------------------------------------------------------------------------
 # lookup
 
-FEATURE_LOSSES: dict[str, frozenset[str]] = {
-    "attention": frozenset({"attention_mse", "attention_kl"}),
-    "hidden": frozenset({"hidden_mse", "hidden_cosine"}),
-    "embedding": frozenset({"embedding_mse", "hidden_mse", "hidden_cosine"}),
-    "cls": frozenset({"cls_mse", "cls_cosine"}),
-}
-
-
 def get_loss(name: str, kind: Optional[str] = None) -> Callable[..., torch.Tensor]:
     """Return the loss function registered as ``name``.
 
@@ -264,21 +259,5 @@ def get_loss(name: str, kind: Optional[str] = None) -> Callable[..., torch.Tenso
     ``"intermediate"``) or a feature of ``FEATURE_LOSSES`` (``"attention"``, ``"hidden"``, ``"embedding"``,
     ``"cls"``). Raises ``ParamsError`` for an unknown name or a loss that does not fit ``kind``.
     """
-    spec = LOSSES.get(name) if isinstance(name, str) else None
-    if spec is None:
-        raise ParamsError(f"unknown loss '{name}' (available: {', '.join(sorted(LOSSES))})")
-    if kind is None:
-        return spec.fn
-    if kind in KINDS:
-        if spec.kind != kind:
-            fitting = sorted(n for n, s in LOSSES.items() if s.kind == kind)
-            raise ParamsError(f"loss '{name}' is a {spec.kind} loss, not a {kind} loss (use one of: {', '.join(fitting)})")
-        return spec.fn
-    if kind in FEATURE_LOSSES:
-        allowed = FEATURE_LOSSES[kind]
-        if name not in allowed:
-            raise ParamsError(
-                f"loss '{name}' ({spec.kind}) cannot be used for feature '{kind}' (allowed: {', '.join(sorted(allowed))})"
-            )
-        return spec.fn
-    raise ParamsError(f"unknown loss kind or feature '{kind}' (expected one of: {', '.join(KINDS + tuple(FEATURE_LOSSES))})")
+    check_loss(name, kind)
+    return LOSSES[name].fn

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Optional, get_args
 
-from confkd.distill.losses import get_loss
+from confkd.distill.loss_names import check_loss
 from confkd.errors import ParamsError
 
 if TYPE_CHECKING:  # the schema imports this module (SCHEMES); objects of its types arrive as arguments
@@ -171,7 +171,7 @@ def validate_matches(matches: list[Match], n_teacher: int, n_student: int) -> No
             if not lo <= mt.student_layer <= n_student:
                 raise ParamsError(f"{where}: student has no layer {mt.student_layer}; valid {lo}..{n_student}{why}")
         try:
-            get_loss(mt.loss, mt.feature)
+            check_loss(mt.loss, mt.feature)
         except ParamsError as exc:
             raise ParamsError(f"{where}: {exc}") from None
         try:
