@@ -369,7 +369,7 @@ class Runner:
                 raise RuntimeError(f"experiment {exp.name}: {what} metrics are of task {m.get('task')!r}, not {exp.task!r}")
         record = {"task": exp.task, "config": exp.config, "seed": exp.seed, "experiment": exp.name,
                   "experiment_rev": data.get("rev"), "teacher_test_accuracy": teacher["test"]["accuracy"],
-                  "eval": ev}
+                  "teacher_test_nll": teacher["test"].get("nll"), "eval": ev}
         path = self.results / exp.result_file
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -461,12 +461,29 @@ def run_grid(runner: Runner, experiments: list[Experiment], data_dirs: dict[str,
 # ------------------------------------------------------------------------------------------- the table
 
 
+def teacher_signature(record: dict) -> tuple:
+    """What identifies the teacher a record's student learned from: its test accuracy and NLL (older records
+    hold the accuracy only). The seeds vary the students, never the teacher, so within a task it is one value."""
+    return (record.get("teacher_test_accuracy"), record.get("teacher_test_nll"))
+
+
 def load_results(results: Path) -> dict[tuple[str, str], dict[int, dict]]:
-    """(task, config) -> seed -> record, from the result files."""
+    """(task, config) -> seed -> record, from the result files. Raises ``RuntimeError`` when one task's records
+    come from different teachers (a changed teacher recipe or data): comparing them would mix two experiments."""
     out: dict[tuple[str, str], dict[int, dict]] = {}
+    teachers: dict[str, dict[tuple, list[str]]] = {}
     for path in sorted(results.glob("*/*.json")):
         record = json.loads(path.read_text())
         out.setdefault((record["task"], record["config"]), {})[int(record["seed"])] = record
+        teachers.setdefault(record["task"], {}).setdefault(teacher_signature(record), []).append(path.name)
+    for task, by_teacher in teachers.items():
+        accuracies = {sig[0] for sig in by_teacher}
+        nlls = {sig[1] for sig in by_teacher if sig[1] is not None}
+        if len(accuracies) > 1 or len(nlls) > 1:
+            listing = "; ".join(f"teacher test accuracy {sig[0]}, NLL {sig[1]}: {', '.join(names)}"
+                                for sig, names in by_teacher.items())
+            raise RuntimeError(f"{results / task}: the records come from {len(by_teacher)} different teachers ({listing}). "
+                               "Move the stale ones out of the folder (they stay in git history) and rerun their experiments")
     return out
 
 

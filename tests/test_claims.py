@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from confkd.claims import (TUNE_BASE, TUNED_PICK, Experiment, Runner, TuneRun, finished_experiments, flatten, grid,
+from confkd.claims import (TUNE_BASE, TUNED_PICK, Experiment, Runner, TuneRun, finished_experiments, flatten, grid, load_results,
                            override_value, paired, render, run_grid, summarize, tuning_verdict, verdict)
 
 from .conftest import REPO_ROOT, copy_repo_tiny, run_checked
@@ -171,6 +171,16 @@ def test_render_states_each_claim_from_the_files(tmp_path):
     assert "| sst2 | internal_sid | — | 0.8610" in text and "not run" in text
 
 
+def test_records_of_one_task_from_two_teachers_are_refused(tmp_path):
+    _record(tmp_path, "sst2", "kd_logits", 42, 0.86)
+    _record(tmp_path, "sst2", "kd_logits", 1, 0.86)
+    _record(tmp_path, "tweet_offensive", "kd_logits", 42, 0.75, teacher=0.80)  # another task: its own teacher
+    assert len(load_results(tmp_path)) == 2
+    _record(tmp_path, "sst2", "internal_pid", 42, 0.87, teacher=0.8819)  # a retrained teacher
+    with pytest.raises(RuntimeError, match=r"2 different teachers.*0\.8819, NLL None: internal_pid-s42\.json"):
+        load_results(tmp_path)
+
+
 def test_render_states_whether_tuning_restores_phi_cnf_and_its_cost(tmp_path):
     for seed, (base_acc, base_sig, pick_acc, pick_sig) in zip((42, 1, 2), ((0.835, 0.086, 0.850, 0.075),
                                                                           (0.830, 0.088, 0.846, 0.074),
@@ -242,7 +252,7 @@ def test_the_pipeline_seed_of_a_configuration_comes_from_params_yaml(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     runner = Runner(tmp_path, tmp_path / "claims")
     assert runner.pipeline_seed("kd_logits") == 3  # its own
-    assert runner.pipeline_seed("ft_only") == 7  # the global seed
+    assert runner.pipeline_seed("tinybert") == 7  # the global seed
     assert runner.pipeline_seed("tinybert_grid") is None  # not in params.yaml: defined by the claims
 
 
