@@ -626,10 +626,17 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, int] = {}
     if not args.render_only:
         configs = args.configs or default_configs(not args.skip_optional)
-        if TUNED_PICK in configs:
-            from confkd.config import load_params
+        from confkd.config import load_params
 
-            base = load_params(repo / "params.yaml").tune.base
+        params = load_params(repo / "params.yaml")
+        unknown = [c for c in configs if c not in params.distill.configs and c not in EXTRA_CONFIGS and c != TUNED_PICK]
+        if unknown:
+            print(f"confkd claims: unknown configuration(s) {unknown}: neither in params.yaml's distill.configs "
+                  f"({', '.join(params.distill.configs)}) nor defined by the claims ({', '.join(EXTRA_CONFIGS)})",
+                  file=sys.stderr)
+            return 2
+        if TUNED_PICK in configs:
+            base = params.tune.base
             if base != TUNE_BASE:
                 print(f"confkd claims: the tuning claim compares with {TUNE_BASE}, but params.yaml's tune.base is "
                       f"{base!r}", file=sys.stderr)
@@ -640,7 +647,11 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, ValueError) as err:
             print(f"confkd claims: {err}", file=sys.stderr)
             return 1
-    lines, _ = render(results, args.tasks)
+    try:
+        lines, _ = render(results, args.tasks)
+    except RuntimeError as err:  # e.g. one task's records from two different teachers
+        print(f"confkd claims: {err}", file=sys.stderr)
+        return 1
     table = repo / args.table
     table.parent.mkdir(parents=True, exist_ok=True)
     head = ["# The research claims, over seeds", "",

@@ -216,12 +216,13 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
     _run([sys.executable, "-m", "dvc", "init", "-q"], root)
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "tiny pipeline"], root)
-    cmd = [sys.executable, "-m", "confkd.entry", "claims", "--tasks", "sst2", "--configs", "kd_logits", "ft_only",
+    cmd = [sys.executable, "-m", "confkd.entry", "claims", "--tasks", "sst2", "--configs", "kd_logits", "internal_sid",
            "--seeds", "2", "--poll", "3", "--repo", str(root)]
     first = _run(cmd, root)
     files = sorted(p.relative_to(root / "benchmarks/results/claims").as_posix()
                    for p in (root / "benchmarks/results/claims").rglob("*.json"))
-    assert files == ["sst2/ft_only-s1.json", "sst2/ft_only-s42.json", "sst2/kd_logits-s1.json",
+    # internal_sid is not in params.yaml: its whole definition comes from the claims (EXTRA_CONFIGS)
+    assert files == ["sst2/internal_sid-s1.json", "sst2/internal_sid-s42.json", "sst2/kd_logits-s1.json",
                      "sst2/kd_logits-s42.json"], first.stderr[-3000:]
     records = {f: json.loads((root / "benchmarks/results/claims" / f).read_text()) for f in files}
     assert records["sst2/kd_logits-s1.json"]["seed"] == 1 and records["sst2/kd_logits-s1.json"]["eval"]["task"] == "sst2"
@@ -235,10 +236,10 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
     assert len(stamps) == 4 and (stamps[-1] - stamps[0]).total_seconds() >= 10, first.stderr[-3000:]
     # DVC's run cache restores what the seeds share (data, teachers, the teacher's evaluation): the last
     # experiment trains and evaluates its own student only
-    last = _run([sys.executable, "-m", "dvc", "queue", "logs", "sst2-ft-only-s1"], root).stdout
+    last = _run([sys.executable, "-m", "dvc", "queue", "logs", "sst2-internal-sid-s1"], root).stdout
     for stage in ("prepare", "validate", "teacher", "evaluate_teacher"):
         assert f"Stage '{stage}' is cached - skipping run" in last, last[-3000:]
-    assert "Running stage 'distill@ft_only'" in last and "Running stage 'evaluate@ft_only'" in last
+    assert "Running stage 'distill@internal_sid'" in last and "Running stage 'evaluate@internal_sid'" in last
     table = (root / "benchmarks/results/claims.md").read_text()
     assert "| sst2 | kd_logits |" in table
     second = _run(cmd, root)
@@ -297,3 +298,13 @@ def test_read_at_reads_the_file_as_the_experiment_committed_it(tmp_path):
     assert yaml.safe_load(runner.read_at(rev, Path("tune/best_params.yaml"))) == {"tune": {"trial": 1}}
     with pytest.raises(RuntimeError, match="git show"):
         runner.read_at(rev, Path("tune/missing.yaml"))
+
+
+def test_an_unknown_configuration_is_refused_before_anything_is_queued(tmp_path, capsys):
+    from confkd.claims import main
+
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    assert main(["--tasks", "sst2", "--configs", "kd_logits", "ft_onyl", "--repo", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown configuration(s) ['ft_onyl']" in err and "internal_sid" in err
+    assert not (tmp_path / "benchmarks").exists()  # no table, no results folder

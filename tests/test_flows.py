@@ -74,8 +74,8 @@ def test_plan_follows_dvcs_graph(pipeline_only):
     names = [p.name for p in plan_stages(pipeline_only, configs=["kd_logits", "tinybert"], always=["report"],
                                          left_out=left_out)]
     assert {"distill@kd_logits", "distill@tinybert", "evaluate@tinybert", "report"} <= set(names)
-    assert not {"tune", "distill_tuned", "export", "distill@ft_only", "evaluate@ft_only"} & set(names)
-    assert {"tune", "export", "distill@ft_only"} <= set(left_out)
+    assert not {"tune", "distill_tuned", "export", "distill@internal_pid", "evaluate@internal_pid"} & set(names)
+    assert {"tune", "export", "distill@internal_pid"} <= set(left_out)
     # the tune stage comes back with its base configuration
     names = [p.name for p in plan_stages(pipeline_only, configs=["kd_logits_2l"], always=["report"])]
     assert {"tune", "distill_tuned", "evaluate_tuned", "distill@kd_logits_2l", "report"} <= set(names)
@@ -89,7 +89,7 @@ def test_params_overrides_are_validated_and_keep_comments(tmp_path, pipeline_onl
     shutil.copytree(pipeline_only, tmp_path / "repo")
     params = tmp_path / "repo" / "params.yaml"
     changes = apply_params_overrides(params.parent, {"task.name": "tweet_offensive", "teacher.max_steps": 5})
-    assert changes == {"task.name": ("sst2", "tweet_offensive"), "teacher.max_steps": (3000, 5)}
+    assert changes == {"task.name": ("sst2", "tweet_offensive"), "teacher.max_steps": (None, 5)}
     text = params.read_text()
     assert "# Every knob of the pipeline." in text and "# packaged default" in text
     data = yaml.safe_load(text)
