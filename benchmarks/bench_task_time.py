@@ -146,7 +146,7 @@ def main() -> None:
           f"Machine: {machine()}. Revision `{state['rev']}`; params overrides: "
           f"{', '.join(f'`{o}`' for o in state['overrides'])}. Train {prepared.get('train_rows')} "
           f"examples, transfer set {prepared.get('transfer_rows')}. Command: `python benchmarks/bench_task_time.py "
-          f"--task {args.task}{' --quick' if args.quick else ''}`: one `dvc repro`, each stage timed from its start to "
+          f"--task {args.task}{' --quick' if args.quick else ''}{' --until ' + args.until if args.until else ''}`: one `dvc repro`, each stage timed from its start to "
           "the next stage's, nothing else running.", "",
           "| stage | minutes |", "|---|---|", *[f"| {s} | {m:.2f} |" for s, m in stages.items()],
           f"| **prepare + validate + teacher** | **{first:.1f}** |",
