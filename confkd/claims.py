@@ -626,9 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, int] = {}
     if not args.render_only:
         configs = args.configs or default_configs(not args.skip_optional)
-        from confkd.config import load_params
-
-        params = load_params(repo / "params.yaml")
+        runner = Runner(repo, results)
+        params = runner.params
         unknown = [c for c in configs if c not in params.distill.configs and c not in EXTRA_CONFIGS and c != TUNED_PICK]
         if unknown:
             print(f"confkd claims: unknown configuration(s) {unknown}: neither in params.yaml's distill.configs "
@@ -642,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{base!r}", file=sys.stderr)
                 return 2
         try:
-            counts = run_grid(Runner(repo, results), grid(args.tasks, configs, args.seeds), data_dirs, args.jobs,
+            counts = run_grid(runner, grid(args.tasks, configs, args.seeds), data_dirs, args.jobs,
                               wait=not args.no_wait, poll_seconds=args.poll)
         except (RuntimeError, ValueError) as err:
             print(f"confkd claims: {err}", file=sys.stderr)
