@@ -165,7 +165,9 @@ class StudentParams(_Strict):
     init_scheme: str = "skip"  # which teacher layers to copy (layer-mapping scheme), or "custom"
     init_layers: Optional[list[int]] = None  # teacher layers (1-based) copied when init_scheme: custom
     hidden_size: Optional[int] = Field(None, ge=8)  # random init only; None = the teacher's
-    num_heads: Optional[int] = Field(None, ge=1)
+    num_heads: Optional[int] = Field(None, ge=1)  # random init only
+    # Feed-forward width. random: the new config's. teacher_layers: each copied layer's feed-forward block is
+    # pruned to this many neurons, those with the largest ||w_in|| * ||w_out|| (None = the teacher's width).
     intermediate_size: Optional[int] = Field(None, ge=8)
     # DAN students (Ye et al. 2022; paper scale: max_features 1_000_000, embed_dim 1000)
     max_features: int = Field(200_000, ge=10)
@@ -180,6 +182,12 @@ class StudentParams(_Strict):
 
         if self.kind not in KINDS:
             raise ValueError(f"student.kind: unknown kind '{self.kind}' (declared: {', '.join(KINDS)})")
+        if self.init == "teacher_layers":
+            own = [k for k in ("hidden_size", "num_heads") if getattr(self, k) is not None]
+            if own:
+                raise ValueError(f"student.{own[0]} applies only to init: random (a student copied from teacher "
+                                 "layers has the teacher's width and heads; student.intermediate_size prunes its "
+                                 "feed-forward blocks)")
         return self
 
 

@@ -81,3 +81,35 @@ def test_tuned_name_is_the_tune_stages_model_only_when_no_configuration_has_its_
     assert params.tuned_name == params.tune.name
     clash = params.with_config(params.tune.name, params.distill.configs["kd_logits"])
     assert clash.tuned_name is None
+
+
+def _doc_configurations(page) -> dict:
+    """Every configuration given as paste-in YAML on a docs page: blocks under ``distill: configs:``, or blocks
+    of bare (indented) configuration entries."""
+    import re
+    import textwrap
+
+    import yaml
+
+    found = {}
+    for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), flags=re.DOTALL):
+        data = yaml.safe_load(textwrap.dedent(block))
+        configs = data["distill"]["configs"] if "distill" in data else data
+        found.update(configs)
+    return found
+
+
+def test_every_configuration_in_the_distillation_docs_parses_against_params_yaml():
+    import yaml
+
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    docs = _doc_configurations(REPO_ROOT / "docs" / "distillation.md")
+    assert {"my_tinybert_cosine", "internal_sid", "kd_logits_2l_aug", "kd_logits_2l_ffn", "tinybert_narrow"} <= set(docs)
+    raw["distill"]["configs"].update(docs)
+    params = parse_params(raw)
+    for name in docs:
+        params.distill.resolve(name)  # the merged, typed configuration: a rotten recipe fails here, named
+    assert params.distill.resolve("kd_logits_2l_ffn").student.intermediate_size == 768
+    raw["distill"]["configs"]["kd_logits_2l_ffn"]["student"]["hidden_size"] = 192  # needs init: random
+    with pytest.raises(ParamsError, match=r"(?s)distill.configs.kd_logits_2l_ffn.*student.hidden_size applies only to init: random"):
+        parse_params(raw).distill.resolve("kd_logits_2l_ffn")

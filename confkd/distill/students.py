@@ -1,4 +1,5 @@
-"""Transformer students: a subset of the teacher's layers (DistilBERT/PKD style) or a smaller config.
+"""Transformer students: a subset of the teacher's layers (DistilBERT/PKD style), optionally with narrower
+feed-forward blocks (structured pruning of the intermediate neurons by weight magnitude), or a smaller config.
 
 Layer copying works on any HF encoder whose layers sit in ``base_model.encoder.layer`` (BERT,
 RoBERTa, ELECTRA, ...) or ``base_model.transformer.layer`` (DistilBERT): the teacher is deep-copied
@@ -53,10 +54,7 @@ def init_layers_for(student: StudentParams, n_teacher: int) -> list[int]:
 def build_transformer_student(teacher: nn.Module, student: StudentParams, attn_implementation: str | None = None) -> nn.Module:
     """A new student model; the teacher is left untouched."""
     n_teacher = num_layers(teacher)
-    if student.init == "teacher_layers":
-        if any(v is not None for v in (student.hidden_size, student.num_heads, student.intermediate_size)):
-            raise ParamsError("student.hidden_size/num_heads/intermediate_size apply only to init: random "
-                              "(a student copied from teacher layers has the teacher's width)")
+    if student.init == "teacher_layers":  # the schema has refused hidden_size/num_heads here
         chosen = init_layers_for(student, n_teacher)
         model = copy.deepcopy(teacher)
         owner, attr = _layer_owner(model)
@@ -74,6 +72,8 @@ def build_transformer_student(teacher: nn.Module, student: StudentParams, attn_i
                 if hasattr(module, "layer_idx"):
                     module.layer_idx = i
         log.info("student: %d layers copied from teacher layers %s", len(chosen), chosen)
+        if student.intermediate_size is not None:
+            prune_feed_forward(model, student.intermediate_size)
         return model
     from transformers import AutoModelForSequenceClassification
 
@@ -93,6 +93,70 @@ def build_transformer_student(teacher: nn.Module, student: StudentParams, attn_i
     log.info("student: random init, %d layers, hidden %d, %d heads", student.num_layers, cfg.hidden_size,
              cfg.num_attention_heads)
     return model
+
+
+# Where HF configs keep the feed-forward width (BERT, RoBERTa, ELECTRA, MPNet: intermediate_size; DistilBERT).
+_FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim")
+
+
+def ffn_width(model: nn.Module) -> int:
+    cfg = model.config
+    for key in _FFN_WIDTH_KEYS:
+        if isinstance(getattr(cfg, key, None), int):
+            return getattr(cfg, key)
+    raise ParamsError(f"cannot find the feed-forward width of config {type(cfg).__name__} "
+                      f"(expected one of {', '.join(_FFN_WIDTH_KEYS)})")
+
+
+def feed_forward_pair(layer: nn.Module, width: int, hidden: int) -> tuple[nn.Linear, nn.Linear]:
+    """The feed-forward block of one transformer layer: ``(up, down)``, up ``[width, hidden]`` and down
+    ``[hidden, width]`` (``nn.Linear`` weights), found by shape so any HF encoder layer works."""
+    if width == hidden:
+        raise ParamsError(f"the feed-forward width equals the hidden width ({hidden}): its block cannot be told "
+                          "apart from the attention projections")
+    linears = [m for m in layer.modules() if isinstance(m, nn.Linear)]
+    ups = [m for m in linears if m.out_features == width and m.in_features == hidden]
+    downs = [m for m in linears if m.in_features == width and m.out_features == hidden]
+    if len(ups) != 1 or len(downs) != 1:
+        raise ParamsError(f"cannot find one feed-forward block ({hidden} -> {width} -> {hidden}) in "
+                          f"{type(layer).__name__}: found {len(ups)} up and {len(downs)} down projections")
+    return ups[0], downs[0]
+
+
+def ffn_importance(up: nn.Linear, down: nn.Linear) -> torch.Tensor:
+    """``[width]``: neuron j's weight magnitude, ``||up.weight[j, :]|| * ||down.weight[:, j]||`` (L2 norms): the
+    scale of what it reads times the scale of what it writes."""
+    return up.weight.detach().norm(dim=1) * down.weight.detach().norm(dim=0)
+
+
+@torch.no_grad()
+def prune_feed_forward(model: nn.Module, keep: int) -> list[list[int]]:
+    """Keep ``keep`` neurons of every layer's feed-forward block, those of largest :func:`ffn_importance`, in their
+    original order (structured pruning of the intermediate dimension), in place; the config follows. Returns the
+    kept indices per layer. The teacher's width keeps every neuron (the model is unchanged)."""
+    width, hidden = ffn_width(model), hidden_size(model)
+    if not 1 <= keep <= width:
+        raise ParamsError(f"student.intermediate_size {keep}: a student copied from teacher layers can keep 1 to "
+                          f"{width} feed-forward neurons (the teacher's width)")
+    owner, attr = _layer_owner(model)
+    kept = []
+    for layer in getattr(owner, attr):
+        up, down = feed_forward_pair(layer, width, hidden)
+        order = torch.argsort(ffn_importance(up, down), descending=True, stable=True)
+        idx = torch.sort(order[:keep]).values
+        up.weight = nn.Parameter(up.weight[idx].clone())
+        if up.bias is not None:
+            up.bias = nn.Parameter(up.bias[idx].clone())
+        up.out_features = keep
+        down.weight = nn.Parameter(down.weight[:, idx].clone())
+        down.in_features = keep
+        kept.append(idx.tolist())
+    for key in _FFN_WIDTH_KEYS:
+        if isinstance(getattr(model.config, key, None), int):
+            setattr(model.config, key, keep)
+    if keep < width:
+        log.info("student: feed-forward blocks pruned from %d to %d neurons (weight magnitude)", width, keep)
+    return kept
 
 
 def _share_config(model: nn.Module) -> None:
