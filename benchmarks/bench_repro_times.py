@@ -7,8 +7,10 @@ A stage runs from the first timestamped log line after DVC's "Running stage 'X':
 of the next stage (the stages' logging prints ``HH:MM:SS`` first). So a figure includes the stage's own start-up
 (imports, reading inputs) up to its first log line only approximately (a few seconds), and DVC's own work
 between stages (hashing, caching the outputs) counts towards the stage before. The last stage of a log ends at
-the log's last timestamp. A run spread over several logs (an interrupted repro, resumed) is summed; a stage that
-appears in more than one log counts once, from the log where it completed (the later one).
+the log's last timestamp. A run spread over several logs (an interrupted repro, resumed) is summed. A stage
+interrupted in one log and completed in a later one counts both: the time of its interrupted attempts is shown
+in its own column and included in the total (training stages resume from their last checkpoint, so that time
+was part of the stage's work; a stage that started over counts its lost attempt too, as time the run took).
 
 Writes benchmarks/results/repro_times_<name>.{md,json}.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 from _common import machine, write_results
 
 RUNNING = re.compile(r"Running stage '([^']+)'")
-STAMP = re.compile(r"^(\d\d):(\d\d):(\d\d) ")
+STAMP = re.compile(r"^(?:\x1b\[[0-9;]*[A-Za-z]|\s)*(\d\d):(\d\d):(\d\d) ")  # after any cursor-moving escapes of a progress bar
 
 
 def stage_seconds(text: str) -> tuple[dict[str, float], str | None]:
@@ -73,28 +75,38 @@ def main() -> None:
     args = parser.parse_args()
     seconds: dict[str, float] = {}
     source: dict[str, str] = {}
+    interrupted: dict[str, float] = {}  # seconds of attempts cut off by the end of a log
     unfinished: list[str] = []
     for log in args.logs:
         found, ended_in = stage_seconds(log.read_text(errors="replace"))
         for stage, sec in found.items():
             if stage == ended_in:
-                unfinished.append(f"{stage} ({log.name})")
+                unfinished.append(f"{stage} ({log.name}, {sec / 60:.1f} min)")
+                interrupted[stage] = interrupted.get(stage, 0.0) + sec
                 continue
             seconds[stage], source[stage] = sec, log.name
-    total = sum(seconds.values())
+    never_completed = [s for s in interrupted if s not in seconds]
+    total = sum(seconds.values()) + sum(interrupted.values())
     lines = [f"# Stage times of a `dvc repro` (`{args.name}`)", "",
              f"Machine: {machine()}. Command: `python benchmarks/bench_repro_times.py "
              f"{' '.join(p.name for p in args.logs)} --name {args.name}` on the logs of the run "
              "(`dvc repro 2>&1 | tee <log>`). Each figure runs from a stage's first log line to the next stage's "
-             "(start-up and DVC's caching between stages included, to a few seconds).", "",
-             "| stage | minutes | log |", "|---|---|---|"]
-    lines += [f"| {stage} | {sec / 60:.1f} | {source[stage]} |" for stage, sec in seconds.items()]
-    lines += [f"| **total ({len(seconds)} stages)** | **{total / 60:.1f}** ({total / 3600:.2f} h) | |"]
+             "(start-up and DVC's caching between stages included, to a few seconds); a stage interrupted and "
+             "resumed adds the minutes of its interrupted attempts.", "",
+             "| stage | minutes | of which in interrupted attempts | log |", "|---|---|---|---|"]
+    lines += [f"| {stage} | {(sec + interrupted.get(stage, 0.0)) / 60:.1f} | "
+              f"{interrupted[stage] / 60:.1f} | {source[stage]} |" if stage in interrupted else
+              f"| {stage} | {sec / 60:.1f} | | {source[stage]} |" for stage, sec in seconds.items()]
+    lines += [f"| **total ({len(seconds)} stages)** | **{total / 60:.1f}** ({total / 3600:.2f} h) | "
+              f"{sum(interrupted.values()) / 60:.1f} | |"]
     if unfinished:
-        lines += ["", f"Interrupted, not counted: {', '.join(unfinished)}."]
+        lines += ["", f"Interrupted attempts (counted in the total): {', '.join(unfinished)}."]
+    if never_completed:
+        lines += ["", f"Not completed in these logs: {', '.join(never_completed)}."]
     lines += [""] + [f"- {note}" for note in args.note] if args.note else []
-    write_results(f"repro_times_{args.name}", {"stages": seconds, "total_seconds": total, "unfinished": unfinished},
-                  lines)
+    write_results(f"repro_times_{args.name}", {"stages": seconds, "interrupted_seconds": interrupted,
+                                               "total_seconds": total, "unfinished": unfinished,
+                                               "never_completed": never_completed}, lines)
 
 
 if __name__ == "__main__":
