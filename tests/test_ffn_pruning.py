@@ -1,6 +1,6 @@
 """Students copied from teacher layers with narrower feed-forward blocks (structured pruning of the intermediate
 dimension by weight magnitude): which neurons are kept, what the pruned layer computes, and that the student
-saves, reloads and exports like any other."""
+saves and reloads like any other."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_the_teachers_width_leaves_the_student_unchanged():
     assert teacher.config.intermediate_size == 16  # the teacher is untouched
 
 
-def test_a_pruned_student_saves_reloads_and_exports(tmp_path):
+def test_a_pruned_student_saves_and_reloads_with_its_width(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     student = build_transformer_student(_bert(), StudentParams(num_layers=1, intermediate_size=10))
