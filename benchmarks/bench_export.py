@@ -214,6 +214,8 @@ def main() -> None:
     for s in stability:
         stab.append(f"| {s['model']} | {s['key']} | " + " | ".join("—" if v is None else f"{v:.1f}x" for v in s["values"])
                     + f" | {s['spread']:.1%} | {'**yes**' if s['met'] else '**no**'} |")
+    if len(runs) < 2:
+        stab = ["Not measured: one run. `--runs 3` times the same exports twice more."]
     floor_lines = []
     for dan, f in floors.items():
         ms, backend = measured[dan]
@@ -230,7 +232,7 @@ def main() -> None:
         f"Threads: {cfg.num_threads} (PyTorch intra-op, ONNX Runtime intra-op; inter-op 1; numpy BLAS, used by the "
         "DAN's numpy runtime only, 1). Every run "
         f"times all backends of all models interleaved: {cfg.warmup} warm-up + {cfg.repeats} rounds per batch size "
-        f"({', '.join(map(str, cfg.batch_sizes))}). {args.runs} runs; run 1 = "
+        f"({', '.join(map(str, cfg.batch_sizes))}). {args.runs} run{'s' if args.runs != 1 else ''}; run 1 = "
         + (f"a fresh export ({export_wall:.0f} s)" if args.fresh else "the pipeline's own export stage (metrics/export.json)")
         + f"; whole benchmark {wall:.0f} s.",
         "",
