@@ -13,6 +13,7 @@ dvc exp run --temp "$@" \
   -S prepare.transfer.unlabeled_size=500 \
   -S augment.size=500 \
   -S '~distill.configs.kd_logits' -S '~distill.configs.internal_pid' -S '~distill.configs.sparse_dan_no_kd' \
+  -S '~distill.configs.kd_logits_2l_ffn' \
   -S 'export.models=[teacher,tinybert,sparse_dan]' \
   -S tune.n_trials=2 -S tune.n_startup_trials=2 \
   -S tune.budget.eval_every_steps=20 -S tune.pruner.n_warmup_steps=20 \
