@@ -209,13 +209,14 @@ def main() -> None:
     lines.append(f"| parity (every exported model) | {', '.join(models)} | "
                  f"{'all passed' if all(v == 1 for v in passed.values()) else passed} | passed | "
                  f"{'**yes**' if all(v == 1 for v in passed.values()) else '**no**'} |")
-    stab = ["| model | speed-up | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " | max/min - 1 | <= 15% |",
-            "|---|---|" + "---|" * len(runs) + "---|---|"]
-    for s in stability:
-        stab.append(f"| {s['model']} | {s['key']} | " + " | ".join("—" if v is None else f"{v:.1f}x" for v in s["values"])
-                    + f" | {s['spread']:.1%} | {'**yes**' if s['met'] else '**no**'} |")
     if len(runs) < 2:
         stab = ["Not measured: one run. `--runs 3` times the same exports twice more."]
+    else:
+        stab = ["| model | speed-up | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " | max/min - 1 | <= 15% |",
+                "|---|---|" + "---|" * len(runs) + "---|---|"]
+        for s in stability:
+            stab.append(f"| {s['model']} | {s['key']} | " + " | ".join("—" if v is None else f"{v:.1f}x" for v in s["values"])
+                        + f" | {s['spread']:.1%} | {'**yes**' if s['met'] else '**no**'} |")
     floor_lines = []
     for dan, f in floors.items():
         ms, backend = measured[dan]
