@@ -2,12 +2,15 @@
 
     python scripts/rehearse_pr.py BASE HEAD [--out comment.md] [--plot pr_report.png] [--plots-html dir]
                                   [--profile quick|none] [--set key=value ...] [--keep DIR]
+                                  [--targets STAGE ...]
 
 For each revision: export it (`git archive`) into a scratch folder, make that a git repository, run the
 pipeline there as a DVC experiment in the workspace (`dvc exp run` with the quick profile's overrides of
 THIS checkout's scripts/quick_profile.sh, then any --set), and finally build the comment with
 `confkd pr-report --base <base folder> --head <head folder>`. Prints the comment it would post and the wall
-time of each step. Both sides get the same overrides, so their numbers are comparable.
+time of each step. Both sides get the same overrides, so their numbers are comparable. ``--targets`` runs
+only those stages and what they need on both sides (``dvc exp run <targets>``), e.g. the students a pull
+request is about and the teacher's evaluation; the comment then compares the metrics those stages wrote.
 
 Both sides share one DVC cache (``--cache-dir``, default ``<work>/dvc-cache``; the workflow keeps it between
 runs), so DVC's run cache restores every stage whose code, params and inputs the head did not change instead
@@ -64,6 +67,8 @@ def main() -> None:
     parser.add_argument("--plots-html", default=None)
     parser.add_argument("--profile", choices=["quick", "none"], default="quick")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra params override")
+    parser.add_argument("--targets", nargs="+", default=[], metavar="STAGE",
+                        help="run only these stages and their upstream on each side (default: the whole pipeline)")
     parser.add_argument("--keep", default=None, help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--cache-dir", default=None, help="DVC cache shared by both sides (default: <work>/dvc-cache)")
     parser.add_argument("--no-shared-cache", action="store_true", help="each side with its own, empty DVC cache")
@@ -96,7 +101,8 @@ def main() -> None:
         side_overrides, skipped = applicable_overrides(yaml.safe_load((folder / "params.yaml").read_text()), overrides)
         if skipped:
             print(f"{side} ({rev}): not there, so not removed: {' '.join(skipped)}", file=sys.stderr)
-        run([sys.executable, "-m", "dvc", "exp", "run", *[a for o in side_overrides for a in ("-S", o)]], folder, side_env)
+        run([sys.executable, "-m", "dvc", "exp", "run", *[a for o in side_overrides for a in ("-S", o)], *args.targets],
+            folder, side_env)
         # The profile's overrides are how the pipeline ran, not what the pull request changes: the comment's params
         # diff compares the revisions' own params.yaml.
         run(["git", "checkout", "--", "params.yaml"], folder, env)

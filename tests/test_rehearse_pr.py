@@ -1,5 +1,7 @@
 """The pull-request workflow rehearsed end to end on the tiny configuration: two revisions, each run through
-`dvc exp run` in its own scratch repository, then `confkd pr-report` over the two folders."""
+`dvc exp run` in its own scratch repository (the stages a student's comparison needs: data, both teachers,
+the student, the evaluations; the whole pipeline runs end to end in `test_multiclass_pipeline.py`), then
+`confkd pr-report` over the two folders."""
 
 from __future__ import annotations
 
@@ -26,11 +28,10 @@ def test_rehearsal_between_two_revisions(tmp_path, tiny_model_dir):
     env["PATH"] = f"{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}"
     repo = copy_repo_tiny(tmp_path / "repo", tiny_model_dir)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    # the smallest pipeline that still has every stage: one student, one tuning trial, a quick export
+    # one student; tune, export and report are not targets, so they do not run
     params["distill"]["configs"] = {"kd_logits": params["distill"]["configs"]["kd_logits"]}
-    params["tune"].update(base="kd_logits", n_trials=1, n_startup_trials=1, budget={"max_steps": 3, "eval_every_steps": 3})
-    params["export"].update(models=["teacher"], quantize=False,
-                            latency={"batch_sizes": [1], "warmup": 0, "repeats": 2, "num_threads": 1})
+    params["tune"]["base"] = "kd_logits"
+    params["export"]["models"] = ["teacher"]
     params["evaluate"]["n_resamples"] = 50
     params["augment"]["size"] = 50
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -44,7 +45,8 @@ def test_rehearsal_between_two_revisions(tmp_path, tiny_model_dir):
 
     out, plot = tmp_path / "comment.md", tmp_path / "pr.png"
     proc = _run([sys.executable, str(REPO_ROOT / "scripts" / "rehearse_pr.py"), "HEAD~1", "HEAD", "--repo", str(repo),
-                 "--profile", "none", "--out", str(out), "--plot", str(plot), "--keep", str(tmp_path / "work")],
+                 "--profile", "none", "--out", str(out), "--plot", str(plot), "--keep", str(tmp_path / "work"),
+                 "--targets", "evaluate@kd_logits", "evaluate_teacher"],
                 REPO_ROOT, env)
     comment = proc.stdout
     assert comment == out.read_text() and comment.startswith("<!-- confkd-pr-report -->")
@@ -54,3 +56,8 @@ def test_rehearsal_between_two_revisions(tmp_path, tiny_model_dir):
     assert "#### dvc metrics diff" in comment and "<details>" in comment
     assert plot.read_bytes()[:4] == b"\x89PNG"
     assert "rehearsal: base" in proc.stderr
+    # only the targets and their upstream ran: no tuning, no export on either side
+    for side in ("base", "head"):
+        assert (tmp_path / "work" / side / "metrics/eval/kd_logits.json").exists()
+        assert not (tmp_path / "work" / side / "metrics/tune.json").exists()
+        assert not (tmp_path / "work" / side / "metrics/export.json").exists()
