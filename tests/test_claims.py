@@ -216,26 +216,24 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
     _run([sys.executable, "-m", "dvc", "init", "-q"], root)
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "tiny pipeline"], root)
-    # one configuration, two seeds: the grid's mechanics (queue, seeds, run cache, collection, resume) at the
-    # price of two experiments
-    cmd = [sys.executable, "-m", "confkd.entry", "claims", "--tasks", "sst2", "--configs", "internal_sid",
+    cmd = [sys.executable, "-m", "confkd.entry", "claims", "--tasks", "sst2", "--configs", "kd_logits", "internal_sid",
            "--seeds", "2", "--poll", "3", "--repo", str(root)]
     first = _run(cmd, root)
     files = sorted(p.relative_to(root / "benchmarks/results/claims").as_posix()
                    for p in (root / "benchmarks/results/claims").rglob("*.json"))
     # internal_sid is not in params.yaml: its whole definition comes from the claims (EXTRA_CONFIGS)
-    assert files == ["sst2/internal_sid-s1.json", "sst2/internal_sid-s42.json"], first.stderr[-3000:]
+    assert files == ["sst2/internal_sid-s1.json", "sst2/internal_sid-s42.json", "sst2/kd_logits-s1.json",
+                     "sst2/kd_logits-s42.json"], first.stderr[-3000:]
     records = {f: json.loads((root / "benchmarks/results/claims" / f).read_text()) for f in files}
-    assert records["sst2/internal_sid-s1.json"]["seed"] == 1
-    assert records["sst2/internal_sid-s1.json"]["eval"]["task"] == "sst2"
+    assert records["sst2/kd_logits-s1.json"]["seed"] == 1 and records["sst2/kd_logits-s1.json"]["eval"]["task"] == "sst2"
     # the seed reaches the student: two seeds, two different students (the teacher is shared)
-    a, b = records["sst2/internal_sid-s42.json"], records["sst2/internal_sid-s1.json"]
+    a, b = records["sst2/kd_logits-s42.json"], records["sst2/kd_logits-s1.json"]
     assert a["teacher_test_accuracy"] == b["teacher_test_accuracy"]
     assert a["eval"]["test"]["kl_to_teacher"] != b["eval"]["test"]["kl_to_teacher"]
     # each experiment is collected as it finishes, while the queue runs on (not all at the end)
     stamps = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") for m in
               re.finditer(r"^(\S+ \S+),\d+ INFO confkd.claims: collected ", first.stderr, re.MULTILINE)]
-    assert len(stamps) == 2 and (stamps[-1] - stamps[0]).total_seconds() >= 10, first.stderr[-3000:]
+    assert len(stamps) == 4 and (stamps[-1] - stamps[0]).total_seconds() >= 10, first.stderr[-3000:]
     # DVC's run cache restores what the seeds share (data, teachers, the teacher's evaluation): the last
     # experiment trains and evaluates its own student only
     last = _run([sys.executable, "-m", "dvc", "queue", "logs", "sst2-internal-sid-s1"], root).stdout
@@ -243,9 +241,9 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
         assert f"Stage '{stage}' is cached - skipping run" in last, last[-3000:]
     assert "Running stage 'distill@internal_sid'" in last and "Running stage 'evaluate@internal_sid'" in last
     table = (root / "benchmarks/results/claims.md").read_text()
-    assert "| sst2 | internal_sid |" in table
+    assert "| sst2 | kd_logits |" in table
     second = _run(cmd, root)
-    assert "'queued': 0" in second.stderr and "'had': 2" in second.stderr
+    assert "'queued': 0" in second.stderr and "'had': 4" in second.stderr
 
 
 def test_the_pipeline_seed_of_a_configuration_comes_from_params_yaml(tmp_path):
