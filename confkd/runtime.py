@@ -36,6 +36,22 @@ def progress(iterable=None, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
+def set_deterministic_algorithms(mode: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=True)`` without its cost at start-up.
+
+    torch's function also sets the TorchInductor flag, and importing ``torch._inductor.config`` for it
+    takes seconds (the compiler stack), in every stage process. The kernels' switch is the C flag;
+    the inductor flag only matters to ``torch.compile``, so it is set when inductor is already loaded
+    (as torch's own call would) and left alone otherwise.
+    """
+    import torch
+
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=True)
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed python, numpy and torch (all devices); optionally ask torch for deterministic kernels."""
     import torch
@@ -48,7 +64,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     if deterministic:
         # Needed by cuBLAS for deterministic matmuls; harmless on CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        set_deterministic_algorithms(True)
         if torch.backends.cudnn.is_available():
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True

@@ -385,3 +385,24 @@ def test_default_budgets_keep_sst2_runs_and_scale_down_on_a_small_task():
 
             assert budget(sst2) == phase.max_steps, f"{name}:{phase.name}: SST-2 budget changed"
             assert budget(small) < phase.max_steps or phase.max_steps <= 300, f"{name}:{phase.name} ignores the data"
+
+
+def test_seeding_turns_deterministic_kernels_on_without_loading_the_compiler():
+    """torch's own switch imports TorchInductor (seconds in every stage process); ours sets the same flags."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from confkd.runtime import seed_everything, set_deterministic_algorithms\n"
+            "assert not torch.are_deterministic_algorithms_enabled()\n"
+            "seed_everything(3, deterministic=True)\n"
+            "assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()\n"
+            "assert 'torch._inductor.config' not in sys.modules\n"
+            "import torch._inductor.config as inductor\n"
+            "set_deterministic_algorithms(False)\n"  # with inductor loaded: torch's call, both flags
+            "assert not torch.are_deterministic_algorithms_enabled() and inductor.deterministic is False\n"
+            "set_deterministic_algorithms(True)\n"
+            "assert inductor.deterministic is True\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -99,13 +99,17 @@ def build_transformer_student(teacher: nn.Module, student: StudentParams, attn_i
 _FFN_WIDTH_KEYS = ("intermediate_size", "hidden_dim")
 
 
+def _ffn_width_keys(cfg) -> list[str]:
+    """The keys of ``cfg`` that hold the feed-forward width (an int); ParamsError when there is none."""
+    keys = [key for key in _FFN_WIDTH_KEYS if isinstance(getattr(cfg, key, None), int)]
+    if not keys:
+        raise ParamsError(f"cannot find the feed-forward width of config {type(cfg).__name__} "
+                          f"(expected one of {', '.join(_FFN_WIDTH_KEYS)})")
+    return keys
+
+
 def ffn_width(model: nn.Module) -> int:
-    cfg = model.config
-    for key in _FFN_WIDTH_KEYS:
-        if isinstance(getattr(cfg, key, None), int):
-            return getattr(cfg, key)
-    raise ParamsError(f"cannot find the feed-forward width of config {type(cfg).__name__} "
-                      f"(expected one of {', '.join(_FFN_WIDTH_KEYS)})")
+    return getattr(model.config, _ffn_width_keys(model.config)[0])
 
 
 def feed_forward_pair(layer: nn.Module, width: int, hidden: int) -> tuple[nn.Linear, nn.Linear]:
@@ -151,9 +155,8 @@ def prune_feed_forward(model: nn.Module, keep: int) -> list[list[int]]:
         down.weight = nn.Parameter(down.weight[:, idx].clone())
         down.in_features = keep
         kept.append(idx.tolist())
-    for key in _FFN_WIDTH_KEYS:
-        if isinstance(getattr(model.config, key, None), int):
-            setattr(model.config, key, keep)
+    for key in _ffn_width_keys(model.config):
+        setattr(model.config, key, keep)
     if keep < width:
         log.info("student: feed-forward blocks pruned from %d to %d neurons (weight magnitude)", width, keep)
     return kept

@@ -166,15 +166,17 @@ def _write_plot_data(folder: Path, split: str, t_logits, s_logits, labels, n_bin
 
 
 def _write_figures(folder: Path, model: str, data: Path, split: str) -> None:
-    """PNG versions of the three plots, for the README and reports."""
-    import matplotlib
+    """PNG versions of the three plots, for the README and reports (matplotlib's Figure API: no pyplot, no
+    global state, no GUI backend to import)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    def subplots():
+        fig = Figure(figsize=(4.2, 4))
+        return fig, fig.subplots()
 
     folder.mkdir(parents=True, exist_ok=True)
     rel = pd.read_csv(data / f"reliability_{split}.csv")
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = subplots()
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
     for who, g in rel.groupby("model"):
         ax.plot(g["confidence"], g["accuracy"], marker="o", label=who)
@@ -182,13 +184,13 @@ def _write_figures(folder: Path, model: str, data: Path, split: str) -> None:
     ax.legend(fontsize=8)
     _save(fig, folder / f"reliability_{split}.png")
     sc = pd.read_csv(data / f"confidence_{split}.csv")
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = subplots()
     ax.scatter(sc["teacher_conf"], sc["student_conf"], s=6, alpha=0.5, c=np.where(sc["agree"] == 1, "tab:blue", "tab:red"))
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
     ax.set(xlabel="teacher confidence", ylabel="student confidence", title=f"{model}: confidence ({split})")
     _save(fig, folder / f"confidence_{split}.png")
     rc = pd.read_csv(data / f"risk_coverage_{split}.csv")
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = subplots()
     for who, g in rc.groupby("model"):
         ax.plot(g["coverage"], g["risk"], label=who)
     ax.set(xlabel="coverage", ylabel="selective risk", title=f"{model}: risk-coverage ({split})")
@@ -202,6 +204,3 @@ def _save(fig, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)

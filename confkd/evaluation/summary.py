@@ -241,12 +241,12 @@ def plot_accuracy_latency(points: list[dict], path: Path) -> Path:
 
     Without any timed point (no export run, or nothing timed) the figure says so.
     """
-    import matplotlib
+    import matplotlib.cm
+    import matplotlib.colors
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
     if not points:
         ax.text(0.5, 0.5, "no exported model timed yet (run `dvc repro export`)", ha="center", va="center")
         ax.set_axis_off()
@@ -274,7 +274,6 @@ def plot_accuracy_latency(points: list[dict], path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
