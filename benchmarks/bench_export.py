@@ -232,8 +232,8 @@ def main() -> None:
         f"Machine: {machine()}. Command: `{command}` (from the repository root, after `dvc repro`).",
         f"Threads: {cfg.num_threads} (PyTorch intra-op, ONNX Runtime intra-op; inter-op 1; numpy BLAS, used by the "
         "DAN's numpy runtime only, 1). Every run "
-        f"times all backends of all models interleaved: {cfg.warmup} warm-up + {cfg.repeats} rounds per batch size "
-        f"({', '.join(map(str, cfg.batch_sizes))}). {args.runs} run{'s' if args.runs != 1 else ''}; run 1 = "
+        f"times all backends of all models interleaved: {cfg.rounds_text()} "
+        f"(batch sizes {', '.join(map(str, cfg.batch_sizes))}). {args.runs} run{'s' if args.runs != 1 else ''}; run 1 = "
         + (f"a fresh export ({export_wall:.0f} s)" if args.fresh else "the pipeline's own export stage (metrics/export.json)")
         + f"; whole benchmark {wall:.0f} s.",
         "",

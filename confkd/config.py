@@ -485,10 +485,44 @@ class TuneParams(_Strict):
 
 
 class ExportLatency(_Strict):
+    """Interleaved speed run. ``warmup`` and ``repeats`` are one number for every batch size, or a mapping
+    batch size -> number (a large batch needs fewer rounds for a stable throughput, and each round is long)."""
+
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32])
-    warmup: int = Field(5, ge=0)
-    repeats: int = Field(30, ge=1)
+    warmup: int | dict[int, int] = 5
+    repeats: int | dict[int, int] = 30
     num_threads: int = Field(2, ge=1)  # the same for PyTorch and ONNX Runtime
+
+    @model_validator(mode="after")
+    def _per_batch(self):
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}")
+        for key, low in (("warmup", 0), ("repeats", 1)):
+            value = getattr(self, key)
+            per = value if isinstance(value, dict) else {b: value for b in self.batch_sizes}
+            missing = [b for b in self.batch_sizes if b not in per]
+            if missing:
+                raise ValueError(f"{key} gives no number for batch size(s) {missing} (batch_sizes {self.batch_sizes})")
+            bad = {b: n for b, n in per.items() if n < low}
+            if bad:
+                raise ValueError(f"{key} must be >= {low} for every batch size, got {bad}")
+        return self
+
+    def warmup_for(self, batch_size: int) -> int:
+        return self.warmup[batch_size] if isinstance(self.warmup, dict) else self.warmup
+
+    def repeats_for(self, batch_size: int) -> int:
+        return self.repeats[batch_size] if isinstance(self.repeats, dict) else self.repeats
+
+    def rounds_text(self) -> str:
+        """e.g. ``3 warm-up + 20 timed rounds`` or ``3 + 20 rounds at b1 and b32, 1 + 5 at b256``."""
+        if not isinstance(self.warmup, dict) and not isinstance(self.repeats, dict):
+            return f"{self.warmup} warm-up + {self.repeats} timed rounds"
+        groups: dict[tuple[int, int], list[int]] = {}
+        for b in self.batch_sizes:
+            groups.setdefault((self.warmup_for(b), self.repeats_for(b)), []).append(b)
+        return ", ".join(f"{w} warm-up + {r} timed rounds at " + " and ".join(f"b{b}" for b in bs)
+                         for (w, r), bs in groups.items())
 
 
 class ExportParams(_Strict):

@@ -121,3 +121,26 @@ def test_blocks_damp_an_interrupt_that_a_single_call_cannot():
     _, spread_single = single.speedup("dan", "numpy_fp32", ref, 1)
     _, spread_blocked = blocked.speedup("dan", "numpy_fp32", ref, 1)
     assert spread_single >= 0.8 and spread_blocked < 0.2
+
+
+def test_rounds_and_warmup_per_batch_size():
+    """A mapping batch size -> rounds gives each batch size its own number of timed rounds (one ratio per
+    round); the params schema rejects a mapping that leaves a batch size out, or zero rounds."""
+    from confkd.config import ExportLatency
+    from confkd.export.latency import measure_interleaved
+
+    backends, clock = _fake_backends({("teacher", "onnx_int8"): 0.006, ("tinybert", "onnx_int8"): 0.003})
+    run = measure_interleaved(backends, ["a", "b", "c", "d"], [1, 4], warmup={1: 2, 4: 0}, rounds={1: 7, 4: 3},
+                              seed=0, clock=clock)
+    assert [len(run.seconds[b][("teacher", "onnx_int8")]) for b in (1, 4)] == [7, 3]
+    med, _ = run.speedup("tinybert", "onnx_int8", ("teacher", "onnx_int8"), 4)
+    assert med == pytest.approx(2.0)
+
+    cfg = ExportLatency(batch_sizes=[1, 32, 256], warmup={1: 3, 32: 3, 256: 1}, repeats={1: 20, 32: 20, 256: 5})
+    assert (cfg.repeats_for(256), cfg.warmup_for(32)) == (5, 3)
+    assert cfg.rounds_text() == "3 warm-up + 20 timed rounds at b1 and b32, 1 warm-up + 5 timed rounds at b256"
+    assert ExportLatency(batch_sizes=[1], warmup=2, repeats=9).rounds_text() == "2 warm-up + 9 timed rounds"
+    with pytest.raises(ValueError, match=r"repeats gives no number for batch size\(s\) \[256\]"):
+        ExportLatency(batch_sizes=[1, 256], repeats={1: 20})
+    with pytest.raises(ValueError, match="repeats must be >= 1"):
+        ExportLatency(batch_sizes=[1], repeats={1: 0})

@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -122,9 +122,12 @@ def repeated(backend: Backend, calls: int) -> Backend:
 
 
 def measure_interleaved(backends: dict[tuple[str, str], Backend], texts: Sequence[str], batch_sizes: Sequence[int],
-                        warmup: int, rounds: int, seed: int, min_block_seconds: float = MIN_BLOCK_SECONDS,
+                        warmup: int | Mapping[int, int], rounds: int | Mapping[int, int], seed: int,
+                        min_block_seconds: float = MIN_BLOCK_SECONDS,
                         clock: Callable[[], float] = time.perf_counter) -> SpeedRun:
     """Time every backend of every model interleaved, once per batch size, on one seeded batch of ``texts``.
+
+    ``warmup`` and ``rounds``: one number for every batch size, or a mapping batch size -> number.
 
     Each round calls every backend on the same batch (order rotating; one untimed call right before each
     timed block, so a small model is not timed with caches a large one just evicted), so machine load lands in
@@ -135,11 +138,13 @@ def measure_interleaved(backends: dict[tuple[str, str], Backend], texts: Sequenc
     for batch_size in batch_sizes:
         batch = sample_batches(texts, int(batch_size), 1, seed)[0]
         calls = {key: calls_per_block(fn, batch, min_block_seconds, clock) for key, fn in backends.items()}
+        n_warmup = warmup[batch_size] if isinstance(warmup, Mapping) else warmup
+        n_rounds = rounds[batch_size] if isinstance(rounds, Mapping) else rounds
         log.info("timing %d backends interleaved at batch %d: %d warm-up + %d rounds (calls per timed block: %s)",
-                 len(backends), batch_size, warmup, rounds,
+                 len(backends), batch_size, n_warmup, n_rounds,
                  ", ".join(f"{m}/{b} {n}" for (m, b), n in calls.items() if n > 1) or "1 each")
         blocks = interleaved_rounds({key: repeated(fn, calls[key]) for key, fn in backends.items()}, batch,
-                                    rounds=rounds, warmup=warmup, clock=clock, untimed_before=1)
+                                    rounds=n_rounds, warmup=n_warmup, clock=clock, untimed_before=1)
         run.seconds[int(batch_size)] = {key: seconds / calls[key] for key, seconds in blocks.items()}
         run.calls[int(batch_size)] = calls
     return run

@@ -92,7 +92,7 @@ def render_report(results: list["ModelResult"], teacher: "ModelResult | None", m
         f"End to end, raw text to class probabilities (tokenisation / featurisation included), on one seeded batch "
         f"of the `{ep.parity_split}` split per batch size; {cfg.num_threads} intra-op thread(s) for PyTorch and ONNX "
         f"Runtime (numpy's BLAS, used by the DAN's numpy runtime only, single-threaded). Every backend of every model is timed **interleaved** in one process: "
-        f"{cfg.warmup} warm-up rounds, then {cfg.repeats} rounds in which each backend runs once, timed (rotating order; "
+        f"{cfg.rounds_text()}, in each of which every backend runs once (timed rounds: rotating order; "
         "one untimed call right before, so a small model is not timed with caches a large one just evicted). "
         f"A backend faster than {run.min_block_seconds * 1e3:g} ms a call is timed over a block of back-to-back calls "
         f"lasting at least {run.min_block_seconds * 1e3:g} ms, "
