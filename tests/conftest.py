@@ -31,6 +31,14 @@ SLOWEST_FIRST = ("test_claims.py", "test_rehearse_pr.py", "test_multiclass_pipel
                  "test_export.py", "test_postgres_storage.py")
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core, plus one. The long tests spend part of their time waiting on child
+    processes (DVC, a stage's interpreter starting, a Prefect server, a queue being polled); a third worker on two
+    cores fills those gaps. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides it (pytest-xdist reads it first)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores + 1
+
+
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     position = {id(item): i for i, item in enumerate(items)}

@@ -217,7 +217,7 @@ def test_the_grid_runs_as_queued_dvc_experiments_and_resumes(tmp_path, tiny_mode
     _run(["git", "add", "-A"], root)
     _run(["git", "commit", "-qm", "tiny pipeline"], root)
     cmd = [sys.executable, "-m", "confkd.entry", "claims", "--tasks", "sst2", "--configs", "kd_logits", "internal_sid",
-           "--seeds", "2", "--poll", "3", "--repo", str(root)]
+           "--seeds", "2", "--poll", "8", "--repo", str(root)]
     first = _run(cmd, root)
     files = sorted(p.relative_to(root / "benchmarks/results/claims").as_posix()
                    for p in (root / "benchmarks/results/claims").rglob("*.json"))

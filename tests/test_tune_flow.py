@@ -40,6 +40,15 @@ def flow_module(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(scope="module")
+def prefect_server(flow_module):
+    """One temporary Prefect server for the module's flow runs (starting one takes seconds of CPU)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 def _trials(db: Path) -> list[tuple[int, str]]:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
         return con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
@@ -64,10 +73,8 @@ def _recorded(flow_run_id) -> tuple[set[str], list[tuple[str, str]]]:
     return {a.key for a in artifacts}, [(t.name, t.state.type.value) for t in task_runs]
 
 
-def test_parallel_trials_on_dask_land_exactly_once_and_resume_locally(flow_module, trained_teacher, tiny_model_dir,
-                                                                      tmp_path):
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_parallel_trials_on_dask_land_exactly_once_and_resume_locally(flow_module, prefect_server, trained_teacher,
+                                                                      tiny_model_dir, tmp_path):
     root = _workspace(tmp_path, trained_teacher)
     params = _params(tiny_model_dir, n_trials=N_TRIALS, n_startup_trials=2,
                      budget={"max_steps": 6, "eval_every_steps": 2},
@@ -75,14 +82,13 @@ def test_parallel_trials_on_dask_land_exactly_once_and_resume_locally(flow_modul
     (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(by_alias=True, mode="json"), sort_keys=False))
     db = root / "tune" / "parallel.db"
 
-    with prefect_test_harness(server_startup_timeout=120):
-        state = flow_module.tune_flow(root=str(root), storage="sqlite:///tune/parallel.db", dask_workers=2,
-                                      threads_per_trial=1, return_state=True)
-        assert state.is_completed(), state.message
-        result = state.result()
-        artifacts, task_runs = _recorded(state.state_details.flow_run_id)
-        # The same study resumed with the default runner (one trial at a time, in this process).
-        more = flow_module.tune_flow(root=str(root), storage="sqlite:///tune/parallel.db", n_trials=N_TRIALS + 2)
+    state = flow_module.tune_flow(root=str(root), storage="sqlite:///tune/parallel.db", dask_workers=2,
+                                  threads_per_trial=1, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    artifacts, task_runs = _recorded(state.state_details.flow_run_id)
+    # The same study resumed with the default runner (one trial at a time, in this process).
+    more = flow_module.tune_flow(root=str(root), storage="sqlite:///tune/parallel.db", n_trials=N_TRIALS + 2)
 
     trials = _trials(db)
     numbers = [n for n, _ in trials]
@@ -139,13 +145,11 @@ def test_task_runner_choice(flow_module):
 
 
 @pytest.mark.integration
-def test_the_flow_goes_through_dvc_and_leaves_dvc_status_clean(flow_module, tiny_model_dir, tmp_path):
+def test_the_flow_goes_through_dvc_and_leaves_dvc_status_clean(flow_module, prefect_server, tiny_model_dir, tmp_path):
     """In a DVC project the flow's outputs come from `dvc repro -s tune`: dvc.lock describes them afterwards."""
     import json
     import subprocess
     import sys
-
-    from prefect.testing.utilities import prefect_test_harness
 
     from .conftest import copy_repo_tiny
 
@@ -165,8 +169,7 @@ def test_the_flow_goes_through_dvc_and_leaves_dvc_status_clean(flow_module, tiny
 
     dvc("init", "--no-scm", "-q")
     dvc("repro", "augment", "teacher_reference")  # the tune stage's inputs
-    with prefect_test_harness(server_startup_timeout=120):
-        result = flow_module.tune_flow(root=str(root), threads_per_trial=1)
+    result = flow_module.tune_flow(root=str(root), threads_per_trial=1)
     assert result["finished"] == 2
     status = json.loads(dvc("status", "tune", "--json") or "{}")
     assert "tune" not in status, status  # dvc.lock describes the outputs the flow produced
