@@ -65,7 +65,7 @@ def main() -> None:
                "max_seconds": max(times), "budget_seconds": BUDGET_S, "every_run_within_budget": within}
     md = [f"# Test suite wall time ({len(runs)} runs)", "",
           f"`python benchmarks/bench_suite.py --runs {args.runs}`: the README's test command, run after run on an "
-          f"otherwise idle machine ({machine()}; pytest-xdist, one worker per core).", "",
+          f"otherwise idle machine ({machine()}; pytest-xdist, one worker per core plus one).", "",
           "| run | tests passed | pytest wall (s) | CPU busy (% of one core, lower bound) |", "|---|---|---|---|"]
     md += [f"| {i + 1} | {r['passed']} | {r['pytest_seconds']:.0f} | {r['cpu_busy_percent']} |" for i, r in enumerate(runs)]
     md += ["", f"Budget {BUDGET_S:.0f} s (10 minutes): **{'every run within it' if within else 'exceeded'}** "
