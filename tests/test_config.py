@@ -109,7 +109,8 @@ def test_every_configuration_in_the_distillation_docs_parses_against_params_yaml
     params = parse_params(raw)
     for name in docs:
         params.distill.resolve(name)  # the merged, typed configuration: a rotten recipe fails here, named
-    assert params.distill.resolve("kd_logits_2l_ffn").student.intermediate_size == 768
+    declared = raw["distill"]["configs"]["kd_logits_2l_ffn"]["student"]["intermediate_size"]
+    assert params.distill.resolve("kd_logits_2l_ffn").student.intermediate_size == declared < 1536  # narrower than MiniLM-L6
     raw["distill"]["configs"]["kd_logits_2l_ffn"]["student"]["hidden_size"] = 192  # needs init: random
     with pytest.raises(ParamsError, match=r"(?s)distill.configs.kd_logits_2l_ffn.*student.hidden_size applies only to init: random"):
         parse_params(raw).distill.resolve("kd_logits_2l_ffn")
