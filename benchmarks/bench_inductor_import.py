@@ -24,11 +24,10 @@ from _common import ROOT, machine, write_results
 CHILD = r"""
 import json, sys, time
 import torch
+from confkd.runtime import set_deterministic_algorithms
 if sys.argv[1] == "with":
-    import torch._inductor.config  # what torch.use_deterministic_algorithms imports
-    torch.use_deterministic_algorithms(True, warn_only=True)
-else:
-    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    import torch._inductor.config  # what torch.use_deterministic_algorithms imports; the helper then calls it
+set_deterministic_algorithms(True)
 torch.set_num_threads(2)
 torch.manual_seed(0)
 import pandas as pd
