@@ -63,6 +63,7 @@ TUNED_PICK = "tuned_pick"
 TUNE_BASE = "kd_logits_2l"  # params.yaml's tune.base: the configuration the study starts from (checked at run time)
 # Retention the DAN paper reports (Ye et al. 2022): 92.0% on SST-2, about 97% on average over six tasks.
 DAN_PAPER_RETENTION = {"sst2": 0.920, "default": 0.97}
+READ_RETRIES = 3  # a read-only dvc call (exp show/list, queue status) tried up to 4 times: see Runner.dvc
 
 
 @dataclass(frozen=True)
@@ -265,25 +266,37 @@ class Runner:
 
     command: tuple[str, ...] = (sys.executable, "-m", "dvc")  # the DVC command line
 
-    def dvc(self, *args: str, check: bool = True) -> str:
+    retry_seconds: float = 5.0  # pause before a read-only call is tried again
+
+    def dvc(self, *args: str, check: bool = True, retries: int = 0) -> str:
         """Run ``dvc *args``; its output goes through temporary files, not pipes: ``dvc queue start`` leaves a
         worker behind that inherits the output, and a pipe would keep this call waiting until that worker exits
-        (until the whole queue is done), so nothing would be collected as experiments finish."""
+        (until the whole queue is done), so nothing would be collected as experiments finish.
+
+        ``retries``: for read-only calls (``exp show``, ``exp list``, ``queue status``), how many more times a
+        failed call is tried. They can fail transiently while a worker is committing an experiment (DVC's
+        "Empty git repo" while it reads the experiment refs being written); a queueing call is never retried."""
         import tempfile
 
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.run([*self.command, *args], cwd=self.repo, env=self.env, stdout=out, stderr=err, text=True)
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = out.read(), err.read()
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
-        return stdout
+        for attempt in range(retries + 1):
+            with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+                proc = subprocess.run([*self.command, *args], cwd=self.repo, env=self.env, stdout=out, stderr=err,
+                                      text=True)
+                out.seek(0)
+                err.seek(0)
+                stdout, stderr = out.read(), err.read()
+            if proc.returncode == 0 or not check:
+                return stdout
+            if attempt < retries:
+                log.warning("dvc %s failed (%d): %s; trying again in %g s", " ".join(args), proc.returncode,
+                            (stderr.strip().splitlines() or ["no message"])[-1], self.retry_seconds)
+                time.sleep(self.retry_seconds)
+        raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
 
     def queue_status(self) -> dict[str, str]:
         """Experiment name -> status (Queued, Running, Success, Failed) from ``dvc queue status``."""
         out = {}
-        for line in self.dvc("queue", "status").splitlines():
+        for line in self.dvc("queue", "status", retries=READ_RETRIES).splitlines():
             parts = line.split()
             if len(parts) >= 4 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
                 out[parts[1]] = parts[-1]
@@ -292,7 +305,7 @@ class Runner:
     def baselines(self) -> list[str]:
         """The commits that experiments were run from: ``dvc exp list -A`` prints ``<baseline>:`` (a branch
         name, or a short SHA once the branch has moved on), then that baseline's experiments, indented."""
-        return [line[:-1] for line in self.dvc("exp", "list", "-A").splitlines()
+        return [line[:-1] for line in self.dvc("exp", "list", "-A", retries=READ_RETRIES).splitlines()
                 if line.strip() and not line[0].isspace() and line.endswith(":")]
 
     def finished(self) -> dict[str, dict]:
@@ -302,7 +315,7 @@ class Runner:
         revs = self.baselines()
         if not revs:
             return {}
-        shown = self.dvc("exp", "show", "--json", *[a for rev in revs for a in ("--rev", rev)])
+        shown = self.dvc("exp", "show", "--json", *[a for rev in revs for a in ("--rev", rev)], retries=READ_RETRIES)
         return finished_experiments(json.loads(shown or "[]"))
 
     def _queue(self, name: str, overrides: list[str], *targets: str) -> None:

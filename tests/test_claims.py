@@ -308,3 +308,22 @@ def test_an_unknown_configuration_is_refused_before_anything_is_queued(tmp_path,
     err = capsys.readouterr().err
     assert "unknown configuration(s) ['ft_onyl']" in err and "internal_sid" in err
     assert not (tmp_path / "benchmarks").exists()  # no table, no results folder
+
+
+def test_a_read_only_dvc_call_is_tried_again_after_a_transient_failure_and_a_queueing_call_is_not(tmp_path):
+    """`dvc exp show` can fail while a worker commits an experiment ("Empty git repo"); the collector tries a
+    read-only call again. The stand-in command fails on its first call and succeeds on the next."""
+    runner = Runner(tmp_path, tmp_path / "claims")
+    runner.retry_seconds = 0.0
+    marker = tmp_path / "called"
+    flaky = (f"import pathlib, sys; p = pathlib.Path({str(marker)!r})\n"
+             "if not p.exists():\n    p.write_text('1'); print('ERROR: Empty git repo', file=sys.stderr); sys.exit(255)\n"
+             "print('shown')")
+    runner.command = (sys.executable, "-c", flaky)
+    assert runner.dvc("exp", "show", "--json", retries=2) == "shown\n"
+    marker.unlink()
+    with pytest.raises(RuntimeError, match="Empty git repo"):
+        runner.dvc("exp", "run", "--queue")  # no retries: queueing twice would queue twice
+    runner.command = (sys.executable, "-c", "import sys; print('broken', file=sys.stderr); sys.exit(1)")
+    with pytest.raises(RuntimeError, match="broken"):
+        runner.dvc("queue", "status", retries=2)  # a lasting failure still ends in a clear error
