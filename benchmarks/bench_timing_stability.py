@@ -53,19 +53,13 @@ def main() -> None:
 
     from confkd.config import load_params
     from confkd.export import latency as lat
-    from confkd.export.stage import ExportPaths, backends_of, load_source
-    from confkd.training.teacher import load_prepared
+    from confkd.export.stage import ExportPaths, saved_backends
 
     params = load_params(ROOT / "params.yaml")
     cfg = params.export.latency
     paths = ExportPaths()
     lat.set_torch_threads(cfg.num_threads)
-    _, frames = load_prepared(paths.inputs.prepared_dir)
-    texts = frames[params.export.parity_split]["text"].tolist()
-    backends = {}
-    for name in (TEACHER, DAN):
-        _, kind, predictor = load_source(paths.inputs.model_dir(name), params.export.max_length)
-        backends.update(backends_of(name, kind, predictor, paths.outputs.export_dir / name, params))
+    backends, texts = saved_backends(params, [TEACHER, DAN], paths)
     backends = {k: v for k, v in backends.items() if k[1] != "torch"}  # the teacher's fastest is an ONNX one
 
     rows: dict[str, list[dict]] = {d: [] for d in args.designs}

@@ -4,12 +4,14 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from confkd.errors import DataError, ModelNotFound
-from confkd.export.dan_runtime import NgramTable, NumpyDANPredictor, bag_means, dan_flops, read_dan_graph
+from confkd.export.dan_runtime import (NgramTable, NumpyDANPredictor, bag_means, dan_flops, numba_available,
+                                       read_dan_graph)
 from confkd.models.dan import DEFAULT_TOKEN_PATTERN, DANConfig, DANStudent, NgramFeaturizer
 
 TRAIN = ["a gorgeous witty film", "a dull dull mess", "not a gorgeous film at all", "witty and warm",
@@ -73,6 +75,44 @@ def test_vocabularies_the_fast_path_cannot_serve_are_refused():
         NgramTable(["a"], DEFAULT_TOKEN_PATTERN).lookup(["a", 3])
 
 
+needs_numba = pytest.mark.skipif(not numba_available(), reason="the compiled kernel needs numba")
+
+
+@needs_numba
+@pytest.mark.parametrize("binary", [False, True])
+def test_compiled_bags_by_hand(binary):
+    """Vocabulary [a, b, a b, a b c, c]; "a b c a b" holds rows 0, 2, 3, 1, 4, 0, 2, 1 (8; binary: 0-4 once)."""
+    emb = np.array([[1, 0], [0, 1], [2, 2], [4, 0], [0, 8]], dtype=np.float32)
+    table = NgramTable(["a", "b", "a b", "a b c", "c"], DEFAULT_TOKEN_PATTERN, binary=binary)
+    out = table.compiled_bag_means(emb, ["a b c a b", "x", "c x c", "b a"])
+    first = [7 / 5, 11 / 5] if binary else [(2 + 0 + 4 + 4 + 0) / 8, (2 + 4 + 8) / 8]
+    last = [0.5, 0.5]  # b, a: "b a" is not in the vocabulary
+    np.testing.assert_allclose(out, [first, [0, 0], [0, 8], last], rtol=1e-7)
+    assert out.dtype == np.float32
+
+
+@needs_numba
+def test_the_compiled_hash_table_finds_every_key_and_no_other():
+    from confkd.export.dan_kernel import _find, build_hash
+
+    keys = np.arange(0, 7 * 600, 7, dtype=np.int64)  # 600 keys in 2**11 slots: collisions are certain
+    table = build_hash(keys, np.arange(len(keys), dtype=np.int64), 11)
+    assert (table[:, 0] >= 0).sum() == len(keys)
+    assert [_find(table, int(k), 2 ** 11 - 1) for k in keys] == list(range(len(keys)))
+    assert all(_find(table, int(k) + 1, 2 ** 11 - 1) == -1 for k in keys[:100])
+
+
+@needs_numba
+@pytest.mark.parametrize("binary", [False, True])
+def test_compiled_bags_equal_the_numpy_bags(binary, path):
+    featurizer = NgramFeaturizer(binary=binary).fit(TRAIN, max_features=40)
+    table = NgramTable.from_featurizer(featurizer)
+    emb = np.random.default_rng(0).normal(size=(len(featurizer.vocabulary), 5)).astype(np.float32)
+    rows, owner = table.lookup(CHECK)
+    np.testing.assert_allclose(table.compiled_bag_means(emb, CHECK), bag_means(emb, rows, owner, len(CHECK)),
+                               atol=1e-6, rtol=0)
+
+
 def test_bag_means_by_hand():
     emb = np.array([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]], dtype=np.float32)
     out = bag_means(emb, np.array([0, 1, 2, 1]), np.array([0, 0, 2, 2]), 3)
@@ -95,11 +135,13 @@ def exported_dan(tmp_path_factory):
     return source, out
 
 
-def test_numpy_runtime_matches_the_pytorch_dan(exported_dan, path):
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=needs_numba)])
+def test_numpy_runtime_matches_the_pytorch_dan(exported_dan, path, compiled):
     """The faster path: probabilities within 1e-6 of the PyTorch DAN, the same labels, two hidden layers."""
     source, out = exported_dan
     reference = DANStudent.from_pretrained(source)
-    fast = NumpyDANPredictor(out)
+    fast = NumpyDANPredictor(out, compiled=compiled)
+    assert fast.kernel == ("numba" if compiled else "numpy")
     texts = CHECK * 3
     assert len(fast.layers) == 3
     expected = reference.predict_logits(texts)
@@ -134,3 +176,35 @@ def test_broken_exports_are_named(exported_dan, tmp_path):
     (broken / "model.onnx").write_bytes(b"not onnx")
     with pytest.raises(ModelNotFound, match="could not be read"):
         read_dan_graph(broken / "model.onnx")
+
+
+@needs_numba
+def test_the_compiled_kernel_gives_the_numpy_paths_probabilities_on_a_real_test_split(tmp_path):
+    """SST-2's validation texts (the embedded task's test split) through a DAN fitted on 3,000 SST-2 phrases:
+    the compiled kernel's probabilities within 1e-6 of the numpy path's, every prediction the same."""
+    import pandas as pd
+
+    from confkd.config import ExportParams
+    from confkd.export.stage import export_saved_model
+
+    root = Path(__file__).resolve().parents[1]
+    train = pd.read_csv(root / "data/sst2/train.tsv", sep="\t", nrows=3000)["sentence"].tolist()
+    test = pd.read_csv(root / "data/sst2/validation.tsv", sep="\t")["sentence"].tolist()
+    DANStudent.from_texts(train, ["negative", "positive"], DANConfig(max_features=4000, embed_dim=16, hidden_dims=(32, 32)),
+                          seed=0).save_pretrained(tmp_path / "src")
+    export_saved_model(tmp_path / "src", tmp_path / "dan", ExportParams(max_length=32))
+    compiled, numpy_path = (NumpyDANPredictor(tmp_path / "dan", compiled=c) for c in (True, False))
+    fast, reference = compiled.predict_proba(test), numpy_path.predict_proba(test)
+    assert len(test) == 872 and np.abs(fast - reference).max() <= 1e-6
+    assert (fast.argmax(1) == reference.argmax(1)).all()
+    assert np.abs(compiled.predict_proba(test[:1]) - reference[:1]).max() <= 1e-6  # batch 1
+
+
+def test_asking_for_the_compiled_kernel_without_numba_is_a_clear_error(exported_dan, monkeypatch):
+    from confkd.export import dan_runtime
+
+    _, out = exported_dan
+    monkeypatch.setattr(dan_runtime, "numba_available", lambda: False)
+    assert NumpyDANPredictor(out).kernel == "numpy"  # the default falls back
+    with pytest.raises(ModelNotFound, match="needs numba"):
+        NumpyDANPredictor(out, compiled=True)

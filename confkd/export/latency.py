@@ -9,7 +9,8 @@ per-round speed-up ratios hold still where absolute milliseconds do not. Backend
   as the ONNX path; the DAN through ``DANStudent.predict_logits``, i.e. featurizer + EmbeddingBag);
 * ``onnx_fp32`` / ``onnx_int8`` -- :class:`confkd.export.predictor.OnnxPredictor` on the exported folder;
 * ``numpy_fp32`` -- the DAN only: :class:`confkd.export.dan_runtime.NumpyDANPredictor` on the exported
-  folder (vectorised n-gram look-up + numpy forward pass, no graph runtime).
+  folder (n-gram bags found and summed by a compiled kernel, or numpy without numba; numpy forward
+  pass; no graph runtime).
 """
 
 from __future__ import annotations

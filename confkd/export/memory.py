@@ -4,7 +4,7 @@ Measured in a fresh child process (``python -m confkd.export.memory``) so that o
 allocator caches and runtime libraries do not count against another: the child loads the exported
 folder with the named runtime, predicts the given batch twice, and reports its peak resident set
 size (``VmHWM`` on Linux). The figure therefore includes the Python interpreter and the runtime's own
-libraries (ONNX Runtime, or numpy for the DAN's numpy runtime) -- what a deployed process needs.
+libraries (ONNX Runtime, or numpy and numba for the DAN's numpy runtime) -- what a deployed process needs.
 
     peak_rss_mb("models/export/sparse_dan", "numpy_fp32", texts, num_threads=2)
 """

@@ -218,25 +218,32 @@ def time_backends(backends: dict[tuple[str, str], lat.Backend], texts: list[str]
         return lat.measure_interleaved(backends, texts, cfg.batch_sizes, cfg.warmup, cfg.repeats, params.seed)
 
 
-def retime_exports(params: Params, paths: ExportPaths | None = None) -> lat.SpeedRun:
-    """Time the models of ``export.models`` again from their saved sources and existing exports (and the
-    PyTorch teacher when it is not exported): a repeat of the stage's speed run, for stability checks."""
+def saved_backends(params: Params, names: list[str], paths: ExportPaths) -> tuple[dict[tuple[str, str], lat.Backend], list[str]]:
+    """The backends of ``names`` from their saved sources and existing exports (a model outside
+    ``export.models`` or without an export folder: PyTorch only), and the texts of the parity split to time
+    them on."""
     from confkd.export.manifest import is_export_dir
     from confkd.training.teacher import load_prepared
 
-    paths = paths or ExportPaths()
-    check_sources(params, paths)
-    lat.set_torch_threads(params.export.latency.num_threads)
     _, frames = load_prepared(paths.inputs.prepared_dir)
     texts = frames[params.export.parity_split]["text"].tolist()
-    names = list(params.export.models) + ([] if TEACHER in params.export.models else [TEACHER])
     backends = {}
     for name in names:
         _, kind, predictor = load_source(paths.inputs.model_dir(name), params.export.max_length)
         folder = paths.outputs.export_dir / name
         exported = name in params.export.models and is_export_dir(folder)
         backends.update(backends_of(name, kind, predictor, folder if exported else None, params))
-    return time_backends(backends, texts, params)
+    return backends, texts
+
+
+def retime_exports(params: Params, paths: ExportPaths | None = None) -> lat.SpeedRun:
+    """Time the models of ``export.models`` again from their saved sources and existing exports (and the
+    PyTorch teacher when it is not exported): a repeat of the stage's speed run, for stability checks."""
+    paths = paths or ExportPaths()
+    check_sources(params, paths)
+    lat.set_torch_threads(params.export.latency.num_threads)
+    names = list(params.export.models) + ([] if TEACHER in params.export.models else [TEACHER])
+    return time_backends(*saved_backends(params, names, paths), params)
 
 
 def teacher_reference(params: Params, paths: ExportPaths) -> tuple[ModelResult, Any] | None:
