@@ -31,7 +31,9 @@ thread costs more than it saves, and spin-waiting BLAS threads collapse on a sha
 from __future__ import annotations
 
 import json
+import logging
 import re
+from functools import lru_cache
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Sequence
@@ -386,8 +388,18 @@ class NumpyDANPredictor(Predictor):
         return f"NumpyDANPredictor({str(self.path)!r}, kernel={self.kernel!r})"
 
 
+@lru_cache(maxsize=1)
 def numba_available() -> bool:
-    """Whether the compiled bag kernel can be used (numba importable)."""
+    """Whether the compiled bag kernel can be used: numba installed and :mod:`confkd.export.dan_kernel`
+    importable (numba refuses to load a module whose on-disk cache it cannot place anywhere)."""
     import importlib.util
 
-    return importlib.util.find_spec("numba") is not None
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        import confkd.export.dan_kernel  # noqa: F401
+    except Exception as err:  # numba raises its own errors (e.g. no cache locator) at decoration time
+        logging.getLogger(__name__).warning("numba is installed but the compiled DAN kernel failed to load "
+                                            "(%s); the numpy path serves", err)
+        return False
+    return True
