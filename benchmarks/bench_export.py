@@ -89,16 +89,48 @@ def _seconds(fn) -> float:
 
 
 def dan_floor(out: Path, dan: str, texts: list[str], batch_size: int, gflops: float) -> dict:
-    """The DAN's arithmetic on one batch of the timed size, and the time it needs at ``gflops``."""
-    from confkd.export.dan_runtime import NumpyDANPredictor, dan_flops
+    """The DAN's arithmetic on one batch of the timed size, the time it needs at ``gflops``, and a profile of
+    the numpy runtime's end-to-end path on that batch (median µs of each part)."""
+    from threadpoolctl import threadpool_limits
+
+    from confkd.export.dan_runtime import NumpyDANPredictor, bag_means, dan_flops
 
     predictor = NumpyDANPredictor(out / "models/export" / dan)
-    batch = texts[:batch_size]
-    rows, _ = predictor.table.lookup(batch)
+    table, batch = predictor.table, texts[:batch_size]
+    rows, owner = table.lookup(batch)
     shapes = [w.shape for w, _ in predictor.layers]
     flops = dan_flops(int(round(len(rows) / len(batch))), predictor.embedding.shape[1], shapes, len(batch))
+    x = bag_means(predictor.embedding, rows, owner, len(batch))
+
+    def mlp():
+        h = x
+        for i, (w, b) in enumerate(predictor.layers):
+            h = h @ w + b
+            h = np.maximum(h, 0.0) if i < len(predictor.layers) - 1 else h
+
+    parts = {"token ids (regex + dict)": lambda: table.tokens(batch), "MLP": mlp,
+             "end to end": lambda: predictor.predict_proba(batch)}
+    if predictor.kernel == "numba":
+        parts["n-gram bags (compiled kernel, token ids included)"] = lambda: table.compiled_bag_means(predictor.embedding, batch)
+    parts["n-gram bags (numpy look-up + reduceat, token ids included)"] = (
+        lambda: bag_means(predictor.embedding, *table.lookup(batch), len(batch)))
+    with threadpool_limits(limits=1, user_api="blas"):
+        profile = {name: median_us(fn) for name, fn in parts.items()}
     return {"n_grams_per_text": len(rows) / len(batch), "flops_per_batch": flops, "gemm_gflops": gflops,
-            "floor_ms": flops / (gflops * 1e9) * 1e3, "layers": [list(s) for s in shapes]}
+            "floor_ms": flops / (gflops * 1e9) * 1e3, "layers": [list(s) for s in shapes],
+            "kernel": predictor.kernel, "profile_us": profile}
+
+
+def median_us(fn, calls: int = 20, rounds: int = 25) -> float:
+    """Median over ``rounds`` of the mean time of ``calls`` back-to-back calls, in µs (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - t0) / calls)
+    return float(np.median(times) * 1e6)
 
 
 def run_speedups(run, models: list[str], batch_sizes: list[int]) -> dict[str, dict[str, float]]:
@@ -225,7 +257,9 @@ def main() -> None:
             f"{f['flops_per_batch'] / 1e6:.1f} MFLOP per batch of 32; at this machine's measured numpy fp32 GEMM rate "
             f"({f['gemm_gflops']:.0f} GFLOP/s, 1 thread, as the DAN's numpy runtime runs) that is **{f['floor_ms'] * 1e3:.0f} µs**"
             f", against **{ms * 1e3:.0f} µs** measured end to end ({BACKEND_NAMES[backend]}, run 1; featurisation "
-            "included).")
+            "included). Its parts, each timed alone on the same batch (median µs; "
+            f"the runtime's kernel: {f['kernel']}): "
+            + ", ".join(f"{name} {us:.0f}" for name, us in f["profile_us"].items()) + ".")
     md = [
         "# Export speed vs the fastest teacher",
         "",
