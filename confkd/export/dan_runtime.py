@@ -16,15 +16,15 @@ conversions and a graph runtime's per-call overhead. This module removes those:
   an empty bag gives zeros), then ``[Linear -> ReLU]* -> Linear``. The weights are read from the
   export's own fp32 ONNX graph, so the folder stays the single deployable artefact. With numba
   installed (the default), the look-up and the bag means are one compiled pass instead
-  (:mod:`confkd.export.dan_kernel`): 2-2.5x faster end to end at batch 32, within 1.2e-7 of the numpy
-  path's probabilities on SST-2's test split.
+  (:mod:`confkd.export.dan_kernel`), with the same bags; ``benchmarks/bench_dan_runtime.py`` measures
+  the two paths against each other.
 
 Arithmetic per batch of ``B`` texts with ``m`` n-grams each (see :func:`dan_flops`): ``B*m*d`` adds for
 the bag sums and ``2*B*sum(in*out)`` for the MLP -- the physical floor the benchmark compares with.
 
 Neither class imports PyTorch: a process serving the DAN needs numpy, numba (optional), the regex
-module and (to read the weights) ``onnx``. Serve it with numpy's BLAS single-threaded (``OPENBLAS_NUM_THREADS=1``, or
-``threadpoolctl.threadpool_limits(1, "blas")``): the MLP's matmuls are a few MFLOP, where a second
+module and (to read the weights) ``onnx``. Serve it with numpy's BLAS single-threaded
+(``OPENBLAS_NUM_THREADS=1``, or ``threadpoolctl.threadpool_limits(1, "blas")``): the MLP's matmuls are a few MFLOP, where a second
 thread costs more than it saves, and spin-waiting BLAS threads collapse on a shared machine.
 """
 
