@@ -14,10 +14,7 @@ the two paths on the whole test split, and the peak resident memory of a fresh p
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import subprocess
 import sys
 import time
 
@@ -26,18 +23,6 @@ import numpy as np
 from _common import ROOT, machine, write_results
 
 BATCH_SIZES = (1, 32, 256)
-PROBE = ("import json, sys; from confkd.export.dan_runtime import NumpyDANPredictor; "
-         "from confkd.export.memory import peak_rss_of_this_process; texts = json.loads(sys.stdin.read()); "
-         "p = NumpyDANPredictor(sys.argv[1], compiled=sys.argv[2] == 'numba'); p.predict_proba(texts); "
-         "p.predict_proba(texts); print(json.dumps({'peak_rss_mb': peak_rss_of_this_process(), 'kernel': p.kernel}))")
-
-
-def peak_rss(folder, kernel: str, texts: list[str]) -> float:
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(folder), kernel], input=json.dumps(texts), text=True,
-                          capture_output=True, check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["kernel"] == kernel, out
-    return float(out["peak_rss_mb"])
 
 
 def main() -> None:
@@ -52,6 +37,7 @@ def main() -> None:
 
     from confkd.export import latency as lat
     from confkd.export.dan_runtime import NumpyDANPredictor, numba_available
+    from confkd.export.memory import peak_rss_mb
     from confkd.training.teacher import load_prepared
 
     if not numba_available():
@@ -75,7 +61,8 @@ def main() -> None:
                                 "numpy_ms": run.median_ms(args.dan, "numpy", b),
                                 "speedup": speedup, "spread": spread}
             runs.append(row)
-    memory = {k: peak_rss(folder, k, texts[:32]) for k in ("numpy", "numba")}
+    memory = {k: peak_rss_mb(folder, runtime, texts[:32], num_threads=1)
+              for k, runtime in (("numpy", "numpy_fp32_uncompiled"), ("numba", "numpy_fp32"))}
     wall = time.perf_counter() - t0
 
     command = "python benchmarks/bench_dan_runtime.py" + "".join(f" {a}" for a in sys.argv[1:])

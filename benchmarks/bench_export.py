@@ -102,13 +102,7 @@ def dan_floor(out: Path, dan: str, texts: list[str], batch_size: int, gflops: fl
     flops = dan_flops(int(round(len(rows) / len(batch))), predictor.embedding.shape[1], shapes, len(batch))
     x = bag_means(predictor.embedding, rows, owner, len(batch))
 
-    def mlp():
-        h = x
-        for i, (w, b) in enumerate(predictor.layers):
-            h = h @ w + b
-            h = np.maximum(h, 0.0) if i < len(predictor.layers) - 1 else h
-
-    parts = {"token ids (regex + dict)": lambda: table.tokens(batch), "MLP": mlp,
+    parts = {"token ids (regex + dict)": lambda: table.tokens(batch), "MLP": lambda: predictor.mlp(x),
              "end to end": lambda: predictor.predict_proba(batch)}
     if predictor.kernel == "numba":
         parts["n-gram bags (compiled kernel, token ids included)"] = lambda: table.compiled_bag_means(predictor.embedding, batch)

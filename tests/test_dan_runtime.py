@@ -208,3 +208,30 @@ def test_asking_for_the_compiled_kernel_without_numba_is_a_clear_error(exported_
     assert NumpyDANPredictor(out).kernel == "numpy"  # the default falls back
     with pytest.raises(ModelNotFound, match="needs numba"):
         NumpyDANPredictor(out, compiled=True)
+
+
+def test_the_memory_probes_runtimes_name_the_dan_kernel(exported_dan):
+    """``numpy_fp32`` serves with the compiled kernel where numba loads, ``numpy_fp32_uncompiled`` with the numpy
+    look-up, both giving the same probabilities; an unknown runtime is refused by name."""
+    from confkd.errors import ParamsError
+    from confkd.export.memory import load_runtime
+
+    _, out = exported_dan
+    default, uncompiled = load_runtime(out, "numpy_fp32", 1), load_runtime(out, "numpy_fp32_uncompiled", 1)
+    assert default.kernel == ("numba" if numba_available() else "numpy") and uncompiled.kernel == "numpy"
+    assert np.abs(default.predict_proba(CHECK) - uncompiled.predict_proba(CHECK)).max() <= 1e-6
+    with pytest.raises(ParamsError, match="unknown runtime 'numpy_fp64'"):
+        load_runtime(out, "numpy_fp64", 1)
+
+
+def test_the_mlp_leaves_its_input_alone_and_applies_relu_between_layers(exported_dan):
+    _, out = exported_dan
+    p = NumpyDANPredictor(out, compiled=False)
+    x = np.random.default_rng(0).standard_normal((5, p.embedding.shape[1])).astype(np.float32)
+    before = x.copy()
+    h = x
+    for i, (w, b) in enumerate(p.layers):  # by hand, in float64
+        h = h.astype(np.float64) @ w + b
+        h = np.maximum(h, 0.0) if i < len(p.layers) - 1 else h
+    np.testing.assert_allclose(p.mlp(x), h, atol=1e-5)
+    assert np.array_equal(x, before)

@@ -87,15 +87,14 @@ def bag_means(ids: np.ndarray, lengths: np.ndarray, unigram: np.ndarray, width: 
             nxt = k + 1
             last = min(k + max_n, end)
             while row >= 0:
-                if binary:
-                    if not seen[row]:
+                take = True
+                if binary:  # a row counts once per text: remember it, to reset after the text
+                    take = not seen[row]
+                    if take:
                         seen[row] = True
                         picked[n_picked] = row
                         n_picked += 1
-                        count += 1
-                        for c in range(dim):
-                            acc[c] += embedding[row, c]
-                else:
+                if take:
                     count += 1
                     for c in range(dim):
                         acc[c] += embedding[row, c]

@@ -132,25 +132,25 @@ class NgramTable:
         except (KeyError, TypeError, ValueError, AttributeError, re.error) as err:
             raise ModelNotFound(f"featurizer file '{path}': invalid content ({err!r})") from None
 
-    def token_lists(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text (unknown tokens as ``self.unknown``)."""
-        get, findall, unknown = self.token_id.get, self.findall, repeat(self.unknown)
+    def _words(self, texts: Sequence[str]) -> list[list[str]]:
+        """Each text's tokens (the training tokenizer's regex, lower-cased when it was)."""
+        findall = self.findall
         try:
-            return [list(map(get, findall(t.lower() if self.lowercase else t), unknown)) for t in texts]
+            return [findall(t.lower()) for t in texts] if self.lowercase else [findall(t) for t in texts]
         except (AttributeError, TypeError):
             bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
             raise DataError(f"text #{bad} is {type(texts[bad]).__name__}, not str") from None
+
+    def token_lists(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text (unknown tokens as ``self.unknown``)."""
+        get, unknown = self.token_id.get, repeat(self.unknown)
+        return [list(map(get, words, unknown)) for words in self._words(texts)]
 
     def tokens(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(token ids [N], tokens per text [B])`` of the whole batch, unknown tokens as ``self.unknown``.
 
         The ids of all texts are mapped in one C-level pass (no list per text)."""
-        findall = self.findall
-        try:
-            words = [findall(t.lower()) for t in texts] if self.lowercase else [findall(t) for t in texts]
-        except (AttributeError, TypeError):
-            bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
-            raise DataError(f"text #{bad} is {type(texts[bad]).__name__}, not str") from None
+        words = self._words(texts)
         lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         ids = np.fromiter(map(self.token_id.get, chain.from_iterable(words), repeat(self.unknown)),
                           dtype=np.int64, count=int(lengths.sum()))
@@ -367,6 +367,11 @@ class NumpyDANPredictor(Predictor):
         else:
             rows, owner = self.table.lookup(texts)
             x = bag_means(self.embedding, rows, owner, len(texts))
+        return self.mlp(x)
+
+    def mlp(self, x: np.ndarray) -> np.ndarray:
+        """The feed-forward layers on ``[B, d]`` bag means (ReLU between them): ``[B, num_labels]`` logits.
+        ``x`` itself is left unchanged."""
         last = len(self.layers) - 1
         for i, (w, b) in enumerate(self.layers):
             x = x @ w

@@ -21,15 +21,15 @@ from typing import Sequence
 
 from confkd.errors import ConfkdError, ParamsError
 
-RUNTIMES = ("onnx_fp32", "onnx_int8", "numpy_fp32")
+RUNTIMES = ("onnx_fp32", "onnx_int8", "numpy_fp32", "numpy_fp32_uncompiled")
 
 
 def load_runtime(folder: str | Path, runtime: str, num_threads: int):
     """The predictor of an exported folder in one of :data:`RUNTIMES`."""
-    if runtime == "numpy_fp32":
+    if runtime in ("numpy_fp32", "numpy_fp32_uncompiled"):  # the DAN's runtime; the compiled kernel where numba loads
         from confkd.export.dan_runtime import NumpyDANPredictor
 
-        return NumpyDANPredictor(folder)
+        return NumpyDANPredictor(folder, compiled=False if runtime.endswith("_uncompiled") else None)
     if runtime in ("onnx_fp32", "onnx_int8"):
         from confkd.export.predictor import OnnxPredictor
 
