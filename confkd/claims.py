@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -237,6 +238,14 @@ def default_configs(include_optional: bool = True) -> list[str]:
                               for a in (*c.arms, *([c.baseline] if c.baseline else []))))
 
 
+def workers_alive(queue_status_text: str) -> int:
+    """Active + idle workers from ``dvc queue status``'s last line, ``Worker status: 1 active, 0 idle``."""
+    for line in queue_status_text.splitlines():
+        if line.startswith("Worker status:"):
+            return sum(int(n) for n in re.findall(r"(\d+) (?:active|idle)", line))
+    raise RuntimeError(f"no 'Worker status' line in the output of dvc queue status:\n{queue_status_text[-500:]}")
+
+
 def finished_experiments(shown: list[dict]) -> dict[str, dict]:
     """Experiment name -> ``{"rev", **data}`` from ``dvc exp show --json``, finished experiments only. That list
     also holds queued and running experiments, whose "metrics" are their baseline's (the files they started
@@ -301,6 +310,10 @@ class Runner:
             if len(parts) >= 4 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
                 out[parts[1]] = parts[-1]
         return out
+
+    def queue_workers(self) -> int:
+        """How many queue workers are alive (active or idle), from ``dvc queue status``."""
+        return workers_alive(self.dvc("queue", "status", retries=READ_RETRIES))
 
     def baselines(self) -> list[str]:
         """The commits that experiments were run from: ``dvc exp list -A`` prints ``<baseline>:`` (a branch
@@ -442,6 +455,11 @@ def run_grid(runner: Runner, experiments: list[Experiment], data_dirs: dict[str,
     while pending:
         time.sleep(poll_seconds)
         status = runner.queue_status()
+        if (any(status.get(n) == "Queued" for n in pending) and "Running" not in status.values()
+                and runner.queue_workers() == 0):  # the worker stopped with experiments still queued
+            log.warning("%d experiment(s) queued and no queue worker alive; starting one",
+                        sum(status.get(n) == "Queued" for n in pending))
+            runner.dvc("queue", "start", "-j", str(jobs), check=False)
         finished = runner.finished() if any(status.get(n) == "Success" for n in pending) else {}
         for name in list(pending):
             if name in finished:

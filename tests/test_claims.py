@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from confkd.claims import (TUNE_BASE, TUNED_PICK, Experiment, Runner, TuneRun, finished_experiments, flatten, grid, load_results,
-                           override_value, paired, render, run_grid, summarize, tuning_verdict, verdict)
+                           override_value, paired, render, run_grid, summarize, tuning_verdict, verdict,
+                           workers_alive)
 
 from .conftest import REPO_ROOT, copy_repo_tiny, run_checked
 
@@ -117,6 +118,9 @@ class FakeQueue(Runner):
     def finished(self):
         return {n: _fake_exp_data(n) for n, s in self.status.items() if s == "Success"}
 
+    def queue_workers(self):
+        return 1
+
     def read_at(self, rev, path):
         assert rev == "rev-sst2-tune" and path.as_posix() == "tune/best_params.yaml"
         return yaml.safe_dump({"tune": {"trial": 3, "selected_by": "most accurate with dev_sigma <= kappa"},
@@ -145,6 +149,47 @@ def test_a_tuned_pick_is_queued_once_its_task_tune_run_is_collected(tmp_path):
     assert counts == {"had": 0, "collected": 5, "queued": 5, "failed": 0}
     again = FakeQueue(tmp_path, tmp_path / "claims")
     assert run_grid(again, experiments, {}, poll_seconds=0)["had"] == 5 and again.queued == []
+
+
+class StallingQueue(FakeQueue):
+    """A queue whose worker stops after each experiment: nothing advances until ``dvc queue start`` again."""
+
+    def __init__(self, repo, results):
+        super().__init__(repo, results)
+        self.alive, self.starts, self.stalled = False, 0, 0
+
+    def dvc(self, *args, check=True):
+        if args[:2] == ("queue", "start"):
+            self.alive, self.starts = True, self.starts + 1
+        return ""
+
+    def queue_status(self):
+        if not self.alive:
+            self.stalled += 1
+            assert self.stalled < 5, "run_grid kept waiting on a queue that no worker serves"
+            return dict(self.status)
+        self.alive = False  # finishes one experiment, then stops
+        return super().queue_status()
+
+    def queue_workers(self):
+        return int(self.alive)
+
+
+def test_a_stopped_worker_is_started_again_while_experiments_wait(tmp_path, caplog):
+    runner = StallingQueue(tmp_path, tmp_path / "claims")
+    with caplog.at_level("WARNING", logger="confkd.claims"):
+        counts = run_grid(runner, grid(["sst2"], ["kd_logits"], 3), {}, poll_seconds=0)
+    assert counts == {"had": 0, "collected": 3, "queued": 3, "failed": 0}
+    assert runner.starts == 3  # the first start, then once after each of the first two experiments
+    assert sum("no queue worker alive" in r.message for r in caplog.records) == 2
+
+
+def test_workers_alive_reads_dvc_queue_status():
+    out = "Task     Name   Created   Status\nab12  sst2-kd-logits-s1  01:47 AM  Queued\n\nWorker status: 0 active, 0 idle\n"
+    assert workers_alive(out) == 0
+    assert workers_alive(out.replace("0 active, 0 idle", "1 active, 1 idle")) == 2
+    with pytest.raises(RuntimeError, match="Worker status"):
+        workers_alive("Task Name Created Status\n")
 
 
 def _record(root, task, config, seed, acc, sigma=0.07, kappa=0.08, teacher=0.88):
