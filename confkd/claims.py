@@ -238,12 +238,13 @@ def default_configs(include_optional: bool = True) -> list[str]:
                               for a in (*c.arms, *([c.baseline] if c.baseline else []))))
 
 
-def workers_alive(queue_status_text: str) -> int:
-    """Active + idle workers from ``dvc queue status``'s last line, ``Worker status: 1 active, 0 idle``."""
+def workers_alive(queue_status_text: str) -> int | None:
+    """Active + idle workers from ``dvc queue status``'s last line, ``Worker status: 1 active, 0 idle``; None when
+    the output has no such line (another DVC version): unknown, so nothing is restarted on its account."""
     for line in queue_status_text.splitlines():
         if line.startswith("Worker status:"):
             return sum(int(n) for n in re.findall(r"(\d+) (?:active|idle)", line))
-    raise RuntimeError(f"no 'Worker status' line in the output of dvc queue status:\n{queue_status_text[-500:]}")
+    return None
 
 
 def finished_experiments(shown: list[dict]) -> dict[str, dict]:
@@ -311,8 +312,8 @@ class Runner:
                 out[parts[1]] = parts[-1]
         return out
 
-    def queue_workers(self) -> int:
-        """How many queue workers are alive (active or idle), from ``dvc queue status``."""
+    def queue_workers(self) -> int | None:
+        """How many queue workers are alive (active or idle), from ``dvc queue status``; None: unknown."""
         return workers_alive(self.dvc("queue", "status", retries=READ_RETRIES))
 
     def baselines(self) -> list[str]:

@@ -188,8 +188,7 @@ def test_workers_alive_reads_dvc_queue_status():
     out = "Task     Name   Created   Status\nab12  sst2-kd-logits-s1  01:47 AM  Queued\n\nWorker status: 0 active, 0 idle\n"
     assert workers_alive(out) == 0
     assert workers_alive(out.replace("0 active, 0 idle", "1 active, 1 idle")) == 2
-    with pytest.raises(RuntimeError, match="Worker status"):
-        workers_alive("Task Name Created Status\n")
+    assert workers_alive("Task Name Created Status\n") is None  # unknown: run_grid restarts nothing
 
 
 def _record(root, task, config, seed, acc, sigma=0.07, kappa=0.08, teacher=0.88):
