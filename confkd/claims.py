@@ -303,18 +303,19 @@ class Runner:
                 time.sleep(self.retry_seconds)
         raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
 
+    workers: int | None = None  # queue workers alive (active or idle) at the last queue_status(); None: unknown
+
     def queue_status(self) -> dict[str, str]:
-        """Experiment name -> status (Queued, Running, Success, Failed) from ``dvc queue status``."""
+        """Experiment name -> status (Queued, Running, Success, Failed) from ``dvc queue status``; the same output's
+        worker line sets :attr:`workers`."""
         out = {}
-        for line in self.dvc("queue", "status", retries=READ_RETRIES).splitlines():
+        text = self.dvc("queue", "status", retries=READ_RETRIES)
+        self.workers = workers_alive(text)
+        for line in text.splitlines():
             parts = line.split()
             if len(parts) >= 4 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
                 out[parts[1]] = parts[-1]
         return out
-
-    def queue_workers(self) -> int | None:
-        """How many queue workers are alive (active or idle), from ``dvc queue status``; None: unknown."""
-        return workers_alive(self.dvc("queue", "status", retries=READ_RETRIES))
 
     def baselines(self) -> list[str]:
         """The commits that experiments were run from: ``dvc exp list -A`` prints ``<baseline>:`` (a branch
@@ -457,7 +458,7 @@ def run_grid(runner: Runner, experiments: list[Experiment], data_dirs: dict[str,
         time.sleep(poll_seconds)
         status = runner.queue_status()
         if (any(status.get(n) == "Queued" for n in pending) and "Running" not in status.values()
-                and runner.queue_workers() == 0):  # the worker stopped with experiments still queued
+                and runner.workers == 0):  # the worker stopped with experiments still queued
             log.warning("%d experiment(s) queued and no queue worker alive; starting one",
                         sum(status.get(n) == "Queued" for n in pending))
             runner.dvc("queue", "start", "-j", str(jobs), check=False)
