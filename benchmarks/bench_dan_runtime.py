@@ -37,7 +37,7 @@ def main() -> None:
 
     from confkd.export import latency as lat
     from confkd.export.dan_runtime import NumpyDANPredictor, numba_available
-    from confkd.export.memory import peak_rss_mb
+    from confkd.export.memory import probe_memory
     from confkd.training.teacher import load_prepared
 
     if not numba_available():
@@ -61,7 +61,7 @@ def main() -> None:
                                 "numpy_ms": run.median_ms(args.dan, "numpy", b),
                                 "speedup": speedup, "spread": spread}
             runs.append(row)
-    memory = {k: peak_rss_mb(folder, runtime, texts[:32], num_threads=1)
+    memory = {k: probe_memory(folder, runtime, texts[:32], num_threads=1, expect_kernel=k).peak_rss_mb
               for k, runtime in (("numpy", "numpy_fp32_uncompiled"), ("numba", "numpy_fp32"))}
     wall = time.perf_counter() - t0
 

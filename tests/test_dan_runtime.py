@@ -235,3 +235,18 @@ def test_the_mlp_leaves_its_input_alone_and_applies_relu_between_layers(exported
         h = np.maximum(h, 0.0) if i < len(p.layers) - 1 else h
     np.testing.assert_allclose(p.mlp(x), h, atol=1e-5)
     assert np.array_equal(x, before)
+
+
+def test_the_memory_probe_names_the_kernel_that_served_and_refuses_another(exported_dan):
+    """The child process reports which bag kernel served; a figure from a kernel other than the timed one is an
+    error naming both, not a silent mislabel."""
+    from confkd.errors import ConfkdError
+    from confkd.export.memory import probe_memory, serving_kernel
+
+    _, out = exported_dan
+    probe = probe_memory(out, "numpy_fp32_uncompiled", CHECK, num_threads=1, expect_kernel="numpy")
+    assert probe.kernel == "numpy" and probe.peak_rss_mb > 10
+    default = NumpyDANPredictor(out)
+    assert serving_kernel(default) == serving_kernel(default.predict_proba) == default.kernel  # predictor or backend
+    with pytest.raises(ConfkdError, match="served with the 'numpy' kernel, but the timing used 'numba'"):
+        probe_memory(out, "numpy_fp32_uncompiled", CHECK, num_threads=1, expect_kernel="numba")

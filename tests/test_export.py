@@ -312,6 +312,8 @@ def test_export_stage_end_to_end(stage_root, tiny_model_dir):
     for model, backend in (("dan", "ONNX int8"), ("dan", "numpy fp32"), ("teacher", "PyTorch fp32")):
         assert re.search(rf"\| {model} \| (\*\*)?{backend}(\*\*)? \|", report), (model, backend)
     assert re.search(r"\| dan \| [\d.]+x \(spread \d+%\) \|", report) and "## Parity" in report
+    # the peak RSS cell names the runtime and the kernel that served in the fresh process
+    assert re.search(r"\| dan \| .* \d+ MiB \((ONNX (int8|fp32), CPUExecutionProvider|numpy fp32, (numba|numpy))\) \|", report)
     # a repeat of the speed run on the same exports (the benchmarks' stability passes): every backend again
     from confkd.export.stage import retime_exports
 

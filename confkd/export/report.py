@@ -34,7 +34,7 @@ def speed_table(rows: list["ModelResult"], metrics: dict, batch_sizes: list[int]
         cells.append(_num(metrics.get(f"{key}.speedup_vs_torch_teacher_b{vs_torch_b}"), 1, "x"))
         cells.append(_num(metrics.get(f"{key}.samples_per_second_b{largest}"), 0))
         rss = metrics.get(f"{key}.peak_rss_mb")
-        cells.append("—" if rss is None else f"{rss:.0f} MiB ({BACKEND_NAMES[r.peak_rss_runtime]})")
+        cells.append("—" if rss is None else f"{rss:.0f} MiB ({BACKEND_NAMES[r.peak_rss_runtime]}, {r.peak_rss_kernel})")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -35,7 +35,7 @@ from confkd.export import latency as lat
 from confkd.export.convert import quantize_int8
 from confkd.export.kinds import KindServer, server_of, server_of_saved
 from confkd.export.manifest import FP32_FILE, INT8_FILE, build_manifest, write_manifest
-from confkd.export.memory import load_runtime, peak_rss_mb
+from confkd.export.memory import load_runtime, probe_memory, serving_kernel
 from confkd.export.parity import ExportCheckFailed, label_indices, parity_failures, parity_metrics
 from confkd.export.report import render_report
 from confkd.export.smoothing import DEFAULT_ALPHA as SMOOTHING_ALPHA
@@ -62,6 +62,7 @@ class ModelResult:
     seconds: float = 0.0
     peak_rss_mb: float | None = None
     peak_rss_runtime: str | None = None
+    peak_rss_kernel: str | None = None
 
 
 # -- sources ---------------------------------------------------------------------------------------
@@ -257,16 +258,20 @@ def teacher_reference(params: Params, paths: ExportPaths) -> tuple[ModelResult, 
     return result, predictor
 
 
-def measure_memory(results: list[ModelResult], run: lat.SpeedRun, paths: ExportPaths, texts: list[str],
-                   params: Params, batch_size: int) -> None:
-    """Peak resident memory of a fresh process serving each exported model in its fastest runtime."""
+def measure_memory(results: list[ModelResult], run: lat.SpeedRun, kernels: dict[tuple[str, str], str],
+                   paths: ExportPaths, texts: list[str], params: Params, batch_size: int) -> None:
+    """Peak resident memory of a fresh process serving each exported model in its fastest runtime, with the
+    kernel that was timed (``kernels``, from :func:`serving_kernel` of each backend): one that serves otherwise in
+    the fresh process is an error."""
     for r in results:
         fastest = run.fastest(r.name, batch_size)
         if fastest is None or fastest == "torch":
             continue
-        r.peak_rss_runtime = fastest
-        r.peak_rss_mb = peak_rss_mb(paths.outputs.export_dir / r.name, fastest, texts, params.export.latency.num_threads)
-        log.info("%s: peak resident memory %.0f MiB (%s, batch %d)", r.name, r.peak_rss_mb, fastest, batch_size)
+        probe = probe_memory(paths.outputs.export_dir / r.name, fastest, texts, params.export.latency.num_threads,
+                             expect_kernel=kernels[(r.name, fastest)])
+        r.peak_rss_runtime, r.peak_rss_mb, r.peak_rss_kernel = fastest, probe.peak_rss_mb, probe.kernel
+        log.info("%s: peak resident memory %.0f MiB (%s, %s kernel, batch %d)", r.name, r.peak_rss_mb, fastest,
+                 probe.kernel, batch_size)
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -375,9 +380,10 @@ def export_models(params: Params, paths: ExportPaths | None = None) -> dict:
         teacher, predictor = found
         backends.update(backends_of(TEACHER, teacher.kind, predictor, None, params))
     run = time_backends(backends, texts, params)
+    kernels = {key: serving_kernel(backend) for key, backend in backends.items()}
     del backends
     head = headline_batch(ep.latency.batch_sizes)
-    measure_memory(results, run, paths, lat.sample_batches(texts, head, 1, params.seed)[0], params, head)
+    measure_memory(results, run, kernels, paths, lat.sample_batches(texts, head, 1, params.seed)[0], params, head)
     metrics = flat_metrics(results, teacher, run, params, len(texts))
     timed = results if teacher is None else [teacher, *results]
     write_json(paths.outputs.latency_plot, latency_rows(timed, run))
