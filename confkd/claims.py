@@ -278,6 +278,8 @@ class Runner:
 
     retry_seconds: float = 5.0  # pause before a read-only call is tried again
 
+    workers: int | None = None  # queue workers alive (active or idle) at the last queue_status(); None: unknown
+
     def dvc(self, *args: str, check: bool = True, retries: int = 0) -> str:
         """Run ``dvc *args``; its output goes through temporary files, not pipes: ``dvc queue start`` leaves a
         worker behind that inherits the output, and a pipe would keep this call waiting until that worker exits
@@ -302,8 +304,6 @@ class Runner:
                             (stderr.strip().splitlines() or ["no message"])[-1], self.retry_seconds)
                 time.sleep(self.retry_seconds)
         raise RuntimeError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
-
-    workers: int | None = None  # queue workers alive (active or idle) at the last queue_status(); None: unknown
 
     def queue_status(self) -> dict[str, str]:
         """Experiment name -> status (Queued, Running, Success, Failed) from ``dvc queue status``; the same output's
@@ -457,10 +457,9 @@ def run_grid(runner: Runner, experiments: list[Experiment], data_dirs: dict[str,
     while pending:
         time.sleep(poll_seconds)
         status = runner.queue_status()
-        if (any(status.get(n) == "Queued" for n in pending) and "Running" not in status.values()
-                and runner.workers == 0):  # the worker stopped with experiments still queued
-            log.warning("%d experiment(s) queued and no queue worker alive; starting one",
-                        sum(status.get(n) == "Queued" for n in pending))
+        queued = sum(status.get(n) == "Queued" for n in pending)
+        if queued and "Running" not in status.values() and runner.workers == 0:  # the worker stopped, work queued
+            log.warning("%d experiment(s) queued and no queue worker alive; starting one", queued)
             runner.dvc("queue", "start", "-j", str(jobs), check=False)
         finished = runner.finished() if any(status.get(n) == "Success" for n in pending) else {}
         for name in list(pending):
