@@ -1,15 +1,16 @@
 """Wall time of every stage of the default pipeline on one task, resumable.
 
     python benchmarks/bench_task_time.py --task tweet_offensive [--set KEY=VALUE ...] [--until teacher]
-                                         [--work DIR] [--rev HEAD] [--quick]
+                                         [--work DIR] [--rev HEAD] [--quick] [--name NAME]
 
-Exports the revision (``git archive``) into a work folder (default ``benchmarks/.work/task_time-<task>``,
+Exports the revision (``git archive``) into a work folder (default ``benchmarks/.work/<NAME>``,
 kept), sets ``task.name`` (and ``task.data_dir``) plus any ``--set`` in its params.yaml, then runs one
 ``dvc repro`` there, as a user would, timing each stage from DVC's "Running stage" line to the next one (DVC's
 start-up counts towards the first). Every finished stage's time is saved at once, so an interrupted run resumes
 where it stopped (DVC skips the stages that are done; their recorded times are kept). ``--quick`` applies the quick profile's overrides
-(``scripts/quick_profile.sh``). Writes ``benchmarks/results/task_time_<task>[_quick].{json,md}``: each stage's
-minutes, prepare + validate + teacher, the whole pipeline, and the headline results of the run.
+(``scripts/quick_profile.sh``). Writes ``benchmarks/results/<NAME>.{json,md}`` (default
+``task_time_<task>[_quick]``, also the work folder's name): each stage's minutes, prepare + validate + teacher,
+the whole pipeline, the tune study's trials and steps when it ran, and the headline results of the run.
 """
 
 from __future__ import annotations
@@ -64,6 +65,17 @@ def _headline(repo: Path, task: str) -> list[str]:
             *lines]
 
 
+def _tune_line(repo: Path, task: str) -> list[str]:
+    """The tune study's size when it ran on this task: trials and optimiser steps (machine-independent)."""
+    path = repo / "metrics" / "tune.json"
+    tune = json.loads(path.read_text()) if path.exists() else {}
+    if tune.get("task") != task:
+        return []
+    return ["", f"Tune study: {tune['trials_complete']} trials complete, {tune['trials_pruned']} pruned, "
+                f"{tune['steps_run']:.0f} optimiser steps in all, {tune['wall_seconds'] / 60:.1f} min of trials; "
+                f"picked trial {tune['best_trial']}."]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="tweet_offensive", help="embedded task name")
@@ -73,13 +85,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="with the quick profile's overrides")
     parser.add_argument("--until", default=None, help="stop after this stage (with its upstream stages)")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--name", default=None, help="results file name (default: task_time_<task>[_quick])")
     args = parser.parse_args()
     from confkd.layout import DEFAULT
     import yaml
 
     from confkd.orchestration import applicable_overrides, apply_hydra_overrides, plan_stages
 
-    name = f"task_time_{args.task}" + ("_quick" if args.quick else "")
+    name = args.name or f"task_time_{args.task}" + ("_quick" if args.quick else "")
     work = (args.work or ROOT / "benchmarks" / ".work" / name).resolve()
     repo = work / "repo"
     env = dict(os.environ, DVC_NO_ANALYTICS="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
@@ -146,12 +159,14 @@ def main() -> None:
           f"Machine: {machine()}. Revision `{state['rev']}`; params overrides: "
           f"{', '.join(f'`{o}`' for o in state['overrides'])}. Train {prepared.get('train_rows')} "
           f"examples, transfer set {prepared.get('transfer_rows')}. Command: `python benchmarks/bench_task_time.py "
-          f"--task {args.task}{' --quick' if args.quick else ''}{' --until ' + args.until if args.until else ''}`: one `dvc repro`, each stage timed from its start to "
+          f"--task {args.task}{' --quick' if args.quick else ''}{' --until ' + args.until if args.until else ''}"
+          f"{' --name ' + args.name if args.name else ''}`: one `dvc repro`, each stage timed from its start to "
           "the next stage's, nothing else running.", "",
           "| stage | minutes |", "|---|---|", *[f"| {s} | {m:.2f} |" for s, m in stages.items()],
           f"| **prepare + validate + teacher** | **{first:.1f}** |",
           f"| **whole pipeline** | **{total:.1f}** |" if complete else
-          f"| whole pipeline | not measured (stopped after `{args.until}`) |", *_headline(repo, args.task)]
+          f"| whole pipeline | not measured (stopped after `{args.until}`) |", *_tune_line(repo, args.task),
+          *_headline(repo, args.task)]
     write_results(name, results, md)
     print(f"wrote {RESULTS / (name + '.md')}", file=sys.stderr)
 

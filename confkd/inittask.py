@@ -150,8 +150,8 @@ def budget_lines(params: Any, n_train: int, has_dev: bool) -> list[str]:
     tp = params.teacher
     steps = step_budget(math.ceil(train / tp.batch_size), tp.epochs, tp.max_steps)
     capped = tp.max_steps is not None and steps == tp.max_steps
-    lines.append(f"teacher: {steps} steps ({'capped by teacher.max_steps' if capped else f'{tp.epochs:g} epochs'} "
-                 f"of ~{train} examples)")
+    epochs = f"{tp.epochs:g} epoch" + ("" if tp.epochs == 1 else "s")
+    lines.append(f"teacher: {steps} steps ({'capped by teacher.max_steps' if capped else epochs} of ~{train} examples)")
     from confkd.data.augment import target_size
     from confkd.distill.methods import expand_phases
 
@@ -159,14 +159,27 @@ def budget_lines(params: Any, n_train: int, has_dev: bool) -> list[str]:
     augmented = target_size(params.augment.size, params.augment.per_example, transfer)
     lines.append(f"augment: {augmented} teacher-labelled examples (augment.per_example x ~{transfer} transfer texts, "
                  f"cap augment.size)")
+
+    def steps(cfg) -> int:
+        size = cfg.augmented_size
+        extra = 0 if not size else augmented if size == "all" else min(size, augmented)
+        return sum(step_budget(math.ceil((train if phase.data == "train" else transfer + extra) / cfg.batch_size),
+                               phase.epochs, phase.max_steps)
+                   for phase in expand_phases(cfg, cfg.student.num_layers))
+
     for name in params.distill.configs:
-        cfg = params.distill.resolve(name)
-        extra = 0 if not cfg.augmented_size else augmented if cfg.augmented_size == "all" else min(cfg.augmented_size, augmented)
-        total = 0
-        for phase in expand_phases(cfg, cfg.student.num_layers):
-            rows = train if phase.data == "train" else transfer + extra
-            total += step_budget(math.ceil(rows / cfg.batch_size), phase.epochs, phase.max_steps)
-        lines.append(f"distill {name}: {total} steps in all phases")
+        lines.append(f"distill {name}: {steps(params.distill.resolve(name))} steps in all phases")
+    tu = params.tune
+    if tu.base in params.distill.configs:
+        from confkd.tuning.study import trial_params
+
+        dim = tu.space.get("batch_size")
+        sizes = dim.choices if dim is not None and dim.type == "categorical" else [None]
+        trial = sorted({steps(trial_params(params, "trial", {} if b is None else {"batch_size": b})
+                              .distill.resolve("trial")) for b in sizes})
+        span = f"{trial[0]}" if len(trial) == 1 else f"{trial[0]}-{trial[-1]}"
+        lines.append(f"tune {tu.base}: {tu.n_trials} trials of {span} steps each (tune.budget), then "
+                     f"{tu.name} at {tu.base}'s budget")
     return lines
 
 

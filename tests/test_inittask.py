@@ -65,3 +65,16 @@ def test_bad_input_exits_1_and_writes_nothing(tmp_path, capsys):
     assert confkd_main(["init-task", str(a), str(b)]) == 1
     assert "cannot tell which split" in capsys.readouterr().err
     assert params.read_text() == before
+
+
+def test_budget_lines_give_the_steps_the_default_params_come_to_on_a_10k_task():
+    """10,000 train rows, no dev file: 9,000 train (dev_fraction 0.1) and 15,000 transfer rows (+ 6,000 unlabeled).
+    Teacher ceil(9000 / 32) = 282 steps; kd_logits ceil(15000 / 32) = 469 (one epoch, under the 1,200 cap); a tune
+    trial 0.6 epoch: batch 64 -> ceil(15000 / 64) = 235 x 0.6 = 141, batch 16 -> 938 x 0.6 = 563 -> the 500 cap."""
+    from confkd.inittask import budget_lines
+
+    lines = budget_lines(load_params(REPO_ROOT / "params.yaml"), 10000, has_dev=False)
+    assert "dev split: 10% of train held out (~1000 examples; prepare.dev_fraction)" in lines
+    assert "teacher: 282 steps (1 epoch of ~9000 examples)" in lines
+    assert "distill kd_logits: 469 steps in all phases" in lines
+    assert "tune kd_logits_2l: 5 trials of 141-500 steps each (tune.budget), then tuned at kd_logits_2l's budget" in lines

@@ -387,6 +387,39 @@ def test_default_budgets_keep_sst2_runs_and_scale_down_on_a_small_task():
             assert budget(small) < phase.max_steps or phase.max_steps <= 300, f"{name}:{phase.name} ignores the data"
 
 
+def test_tune_trial_budget_follows_the_data_and_keeps_sst2_trials():
+    """A trial gets ``tune.budget.epochs`` of the base configuration's data, capped at ``tune.budget.max_steps``:
+    on SST-2's transfer set (58,590 rows) the cap binds for every batch size of the space (the committed study),
+    on tweet_offensive's (17,776 rows) the epochs do: ceil(17776 / 32) = 556 batches x 0.6 -> 334 steps."""
+    import math
+
+    from confkd.config import load_params
+    from confkd.distill.methods import expand_phases
+    from confkd.training.loop import step_budget
+    from confkd.tuning.study import trial_params
+
+    from .conftest import REPO_ROOT
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    sst2 = json.loads((REPO_ROOT / "metrics" / "prepare.json").read_text())["transfer_rows"]
+    assert sst2 == 58590
+
+    def trial_steps(rows: int, batch_size: int) -> int:
+        tuned = trial_params(params, "trial", {"batch_size": batch_size}).distill.resolve("trial")
+        assert tuned.batch_size == batch_size
+        (phase,) = expand_phases(tuned, tuned.student.num_layers)  # kd_logits: one prediction phase
+        assert phase.data == "transfer"
+        return step_budget(math.ceil(rows / tuned.batch_size), phase.epochs, phase.max_steps)
+
+    assert params.tune.budget["epochs"] == 0.6 and params.tune.budget["max_steps"] == 500
+    choices = params.tune.space["batch_size"].choices
+    assert choices == [16, 32, 64]
+    assert [trial_steps(sst2, b) for b in choices] == [500, 500, 500]  # 64: ceil(58590 / 64) = 916 x 0.6 = 550 > 500
+    assert [trial_steps(17776, b) for b in choices] == [500, 334, 167]  # 1,111 x 0.6 = 667 -> cap; 278 x 0.6 = 167
+    base = params.distill.resolve(params.tune.base)  # the tuned configuration trains at the base's full budget
+    assert base.epochs == 1 and base.max_steps == 1200
+
+
 def test_seeding_turns_deterministic_kernels_on_without_loading_the_compiler():
     """torch's own switch imports TorchInductor (seconds in every stage process); ours sets the same flags."""
     import subprocess
