@@ -160,7 +160,7 @@ def budget_lines(params: Any, n_train: int, has_dev: bool) -> list[str]:
     lines.append(f"augment: {augmented} teacher-labelled examples (augment.per_example x ~{transfer} transfer texts, "
                  f"cap augment.size)")
 
-    def steps(cfg) -> int:
+    def config_steps(cfg) -> int:
         size = cfg.augmented_size
         extra = 0 if not size else augmented if size == "all" else min(size, augmented)
         return sum(step_budget(math.ceil((train if phase.data == "train" else transfer + extra) / cfg.batch_size),
@@ -168,14 +168,14 @@ def budget_lines(params: Any, n_train: int, has_dev: bool) -> list[str]:
                    for phase in expand_phases(cfg, cfg.student.num_layers))
 
     for name in params.distill.configs:
-        lines.append(f"distill {name}: {steps(params.distill.resolve(name))} steps in all phases")
+        lines.append(f"distill {name}: {config_steps(params.distill.resolve(name))} steps in all phases")
     tu = params.tune
     if tu.base in params.distill.configs:
         from confkd.tuning.study import trial_params
 
         dim = tu.space.get("batch_size")
         sizes = dim.choices if dim is not None and dim.type == "categorical" else [None]
-        trial = sorted({steps(trial_params(params, "trial", {} if b is None else {"batch_size": b})
+        trial = sorted({config_steps(trial_params(params, "trial", {} if b is None else {"batch_size": b})
                               .distill.resolve("trial")) for b in sizes})
         span = f"{trial[0]}" if len(trial) == 1 else f"{trial[0]}-{trial[-1]}"
         lines.append(f"tune {tu.base}: {tu.n_trials} trials of {span} steps each (tune.budget), then "
