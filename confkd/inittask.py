@@ -137,6 +137,22 @@ def inspect(paths: list[Path], name: str | None = None, text_column: str | None 
     return block, report
 
 
+def planned_steps(cfg: Any, train_rows: int, transfer_rows: int, augmented_rows: int) -> int:
+    """Optimiser steps of every phase of distill configuration ``cfg`` (a resolved ``DistillConfig``) on data of
+    these sizes: each phase's epochs over its own data (train, or the transfer set plus the configuration's share
+    of the augmented set), capped at its ``max_steps``."""
+    import math
+
+    from confkd.distill.methods import expand_phases
+    from confkd.training.loop import step_budget
+
+    size = cfg.augmented_size
+    extra = 0 if not size else augmented_rows if size == "all" else min(size, augmented_rows)
+    return sum(step_budget(math.ceil((train_rows if phase.data == "train" else transfer_rows + extra) / cfg.batch_size),
+                           phase.epochs, phase.max_steps)
+               for phase in expand_phases(cfg, cfg.student.num_layers))
+
+
 def budget_lines(params: Any, n_train: int, has_dev: bool) -> list[str]:
     """What the params' epoch budgets come to on this data: optimiser steps per stage, and the dev split."""
     import math
@@ -153,30 +169,22 @@ def budget_lines(params: Any, n_train: int, has_dev: bool) -> list[str]:
     epochs = f"{tp.epochs:g} epoch" + ("" if tp.epochs == 1 else "s")
     lines.append(f"teacher: {steps} steps ({'capped by teacher.max_steps' if capped else epochs} of ~{train} examples)")
     from confkd.data.augment import target_size
-    from confkd.distill.methods import expand_phases
 
     transfer = train + params.prepare.transfer.unlabeled_size
     augmented = target_size(params.augment.size, params.augment.per_example, transfer)
     lines.append(f"augment: {augmented} teacher-labelled examples (augment.per_example x ~{transfer} transfer texts, "
                  f"cap augment.size)")
-
-    def config_steps(cfg) -> int:
-        size = cfg.augmented_size
-        extra = 0 if not size else augmented if size == "all" else min(size, augmented)
-        return sum(step_budget(math.ceil((train if phase.data == "train" else transfer + extra) / cfg.batch_size),
-                               phase.epochs, phase.max_steps)
-                   for phase in expand_phases(cfg, cfg.student.num_layers))
-
     for name in params.distill.configs:
-        lines.append(f"distill {name}: {config_steps(params.distill.resolve(name))} steps in all phases")
+        lines.append(f"distill {name}: {planned_steps(params.distill.resolve(name), train, transfer, augmented)} "
+                     "steps in all phases")
     tu = params.tune
     if tu.base in params.distill.configs:
         from confkd.tuning.study import trial_params
 
         dim = tu.space.get("batch_size")
         sizes = dim.choices if dim is not None and dim.type == "categorical" else [None]
-        trial = sorted({config_steps(trial_params(params, "trial", {} if b is None else {"batch_size": b})
-                              .distill.resolve("trial")) for b in sizes})
+        trial = sorted({planned_steps(trial_params(params, "trial", {} if b is None else {"batch_size": b})
+                                      .distill.resolve("trial"), train, transfer, augmented) for b in sizes})
         span = f"{trial[0]}" if len(trial) == 1 else f"{trial[0]}-{trial[-1]}"
         lines.append(f"tune {tu.base}: {tu.n_trials} trials of {span} steps each (tune.budget), then "
                      f"{tu.name} at {tu.base}'s budget")

@@ -391,11 +391,9 @@ def test_tune_trial_budget_follows_the_data_and_keeps_sst2_trials():
     """A trial gets ``tune.budget.epochs`` of the base configuration's data, capped at ``tune.budget.max_steps``:
     on SST-2's transfer set (58,590 rows) the cap binds for every batch size of the space (the committed study),
     on tweet_offensive's (17,776 rows) the epochs do: ceil(17776 / 32) = 556 batches x 0.6 -> 334 steps."""
-    import math
-
     from confkd.config import load_params
     from confkd.distill.methods import expand_phases
-    from confkd.training.loop import step_budget
+    from confkd.inittask import planned_steps
     from confkd.tuning.study import trial_params
 
     from .conftest import REPO_ROOT
@@ -408,8 +406,8 @@ def test_tune_trial_budget_follows_the_data_and_keeps_sst2_trials():
         tuned = trial_params(params, "trial", {"batch_size": batch_size}).distill.resolve("trial")
         assert tuned.batch_size == batch_size
         (phase,) = expand_phases(tuned, tuned.student.num_layers)  # kd_logits: one prediction phase
-        assert phase.data == "transfer"
-        return step_budget(math.ceil(rows / tuned.batch_size), phase.epochs, phase.max_steps)
+        assert phase.data == "transfer" and not tuned.augmented_size
+        return planned_steps(tuned, train_rows=0, transfer_rows=rows, augmented_rows=0)
 
     assert params.tune.budget["epochs"] == 0.6 and params.tune.budget["max_steps"] == 500
     choices = params.tune.space["batch_size"].choices
