@@ -40,17 +40,23 @@ def _load_script(name: str):
 
 
 def _headline(repo: Path, task: str) -> list[str]:
-    """The run's results (only metrics stamped with this task: the snapshot also holds the committed ones of
-    the default task): the teacher, then each evaluated model's test accuracy, baseline, sigma, phi_cnf."""
+    """The run's results: the teacher, then each evaluated model's test accuracy, baseline, sigma, phi_cnf.
+    Only metrics stamped with this task and this run's data fingerprint (that of ``metrics/prepare.json``):
+    the snapshot also holds the committed metrics of the default task, computed on its full data."""
     lines = []
+    fingerprint = json.loads((repo / "metrics" / "prepare.json").read_text()).get("data_fingerprint")
+
+    def this_run(metrics: dict) -> bool:
+        return metrics.get("task") == task and metrics.get("data_fingerprint") == fingerprint
+
     teacher = repo / "metrics" / "teacher.json"
-    if teacher.exists() and json.loads(teacher.read_text()).get("task") == task:
+    if teacher.exists() and this_run(json.loads(teacher.read_text())):
         t = json.loads(teacher.read_text())
         lines.append(f"| teacher (training stage) | {t['accuracy']:.4f} | — | — | — | — | dev accuracy "
                      f"{t.get('dev_accuracy', float('nan')):.4f}, {t.get('steps')} steps |")
     for path in sorted((repo / "metrics" / "eval").glob("*.json")):
         ev = json.loads(path.read_text())
-        if ev.get("task") != task:
+        if not this_run(ev):
             continue
         test = ev.get("test") or {}
         flags = [k for k, v in (ev.get("flags") or {}).items() if v]
