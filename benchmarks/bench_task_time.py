@@ -39,24 +39,21 @@ def _load_script(name: str):
     return module
 
 
-def _headline(repo: Path, task: str) -> list[str]:
+def _headline(repo: Path, prepared: dict) -> list[str]:
     """The run's results: the teacher, then each evaluated model's test accuracy, baseline, sigma, phi_cnf.
-    Only metrics stamped with this task and this run's data fingerprint (that of ``metrics/prepare.json``):
-    the snapshot also holds the committed metrics of the default task, computed on its full data."""
+    Only metrics of this run's task and data (``prepared``: its ``metrics/prepare.json``), judged by the report's
+    own check: the snapshot also holds the committed metrics of the default task, computed on its full data."""
+    from confkd.evaluation.summary import stale_reason
+
     lines = []
-    fingerprint = json.loads((repo / "metrics" / "prepare.json").read_text()).get("data_fingerprint")
-
-    def this_run(metrics: dict) -> bool:
-        return metrics.get("task") == task and metrics.get("data_fingerprint") == fingerprint
-
     teacher = repo / "metrics" / "teacher.json"
-    if teacher.exists() and this_run(json.loads(teacher.read_text())):
-        t = json.loads(teacher.read_text())
+    t = json.loads(teacher.read_text()) if teacher.exists() else None
+    if t is not None and stale_reason(t, prepared) is None:
         lines.append(f"| teacher (training stage) | {t['accuracy']:.4f} | — | — | — | — | dev accuracy "
                      f"{t.get('dev_accuracy', float('nan')):.4f}, {t.get('steps')} steps |")
     for path in sorted((repo / "metrics" / "eval").glob("*.json")):
         ev = json.loads(path.read_text())
-        if not this_run(ev):
+        if stale_reason(ev, prepared) is not None:
             continue
         test = ev.get("test") or {}
         flags = [k for k, v in (ev.get("flags") or {}).items() if v]
@@ -172,7 +169,7 @@ def main() -> None:
           f"| **prepare + validate + teacher** | **{first:.1f}** |",
           f"| **whole pipeline** | **{total:.1f}** |" if complete else
           f"| whole pipeline | not measured (stopped after `{args.until}`) |", *_tune_line(repo, args.task),
-          *_headline(repo, args.task)]
+          *_headline(repo, prepared)]
     write_results(name, results, md)
     print(f"wrote {RESULTS / (name + '.md')}", file=sys.stderr)
 
